@@ -1,0 +1,1 @@
+"""The Fathom search agent: protocol (pure), trajectory records, and the loop."""

@@ -1,0 +1,159 @@
+"""One settings object for the whole system (pydantic-settings, env prefix ``FATHOM_``).
+
+Nested groups use ``__`` in environment names, e.g. ``FATHOM_POLICY__BACKEND=openai``,
+``FATHOM_POLICY__BASE_URL=http://vllm-policy:8000/v1``, ``FATHOM_SEARCH__BACKEND=serper``.
+Secrets (API keys) are read from the environment only and never logged.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+import platformdirs
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+BUNDLED_MODEL = "bundled:smollm2-135m-instruct"
+
+
+def _default_cache_dir() -> Path:
+    return Path(platformdirs.user_cache_dir("fathom"))
+
+
+def _default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("fathom"))
+
+
+class ModelRole(BaseModel):
+    """How to reach one model role (policy, synthesizer, extractor, judge)."""
+
+    backend: Literal["transformers", "openai"] = "transformers"
+    # For `transformers`: a hub id, a local path, or BUNDLED_MODEL.
+    # For `openai`: the model name the server expects.
+    model: str = BUNDLED_MODEL
+    base_url: str | None = None  # OpenAI-compatible endpoint, e.g. http://vllm:8000/v1
+    api_key: SecretStr | None = None  # usually from FATHOM_<ROLE>__API_KEY or OPENAI_API_KEY
+    # "completions" sends raw prompt text (Fathom models speak ChatML text); "chat" sends messages.
+    api: Literal["completions", "chat"] = "completions"
+    context_tokens: int = 40_960
+    max_new_tokens: int = 1024
+    temperature: float = 0.6
+    top_p: float = 1.0
+    repetition_penalty: float = 1.05
+    timeout_s: float = 120.0
+    max_retries: int = 3
+    concurrency: int = 8
+    device: str = "cpu"  # transformers only: "cpu", "cuda", "auto"
+    dtype: str = "auto"  # transformers only
+
+
+class SearchSettings(BaseModel):
+    backend: Literal["local", "serper", "searxng"] = "local"
+    index_dir: Path | None = None  # local; default: the prepared sample corpus index in cache_dir
+    serper_url: str = "https://google.serper.dev/search"
+    searxng_url: str | None = None
+    timeout_s: float = 15.0
+    cache_ttl_s: float | None = None  # None: cached for the life of the process
+    cache_size: int = 10_000
+    snippet_chars: int = 240
+
+
+class FetchSettings(BaseModel):
+    # "live": fetch and snapshot; "replay": answer only from snapshots; "record" == live.
+    mode: Literal["live", "replay"] = "live"
+    deadline_s: float = 20.0  # per fetch, really cancels the request
+    browser_deadline_s: float = 30.0
+    max_html_bytes: int = 2_000_000  # raw body cap for HTML/text (original: 200 kB read)
+    max_pdf_bytes: int = 32 * 1024 * 1024
+    max_pdf_pages: int = 40
+    max_pdf_chars: int = 40_000
+    max_text_chars: int = 400_000
+    max_redirects: int = 5
+    user_agent: str = "FathomBot/0.1 (+https://github.com/fathom-research/fathom)"
+    browser: Literal["auto", "never", "always"] = "auto"
+    browser_executable: str = "/usr/bin/chromium"
+    browser_contexts: int = 4  # pooled pages per browser process
+    browser_recycle_after: int = 200  # pages before the browser process is recycled
+    browser_domains: list[str] = Field(default_factory=list)  # always render these hosts
+    js_min_text_chars: int = 200  # less main text than this from HTML => try the browser
+    allow_origins: list[str] = Field(default_factory=list)  # explicit allowlist (scheme://host:port)
+    allow_private: bool = False  # only for allowlisted origins; never set in production
+    respect_robots: bool = True
+    per_domain_concurrency: int = 4
+    per_domain_rps: float = 8.0
+    snapshot_dir: Path | None = None  # default: data_dir / "snapshots"
+
+
+class ExtractSettings(BaseModel):
+    page_chars: int = 15_000  # the original sends the first 15k chars of page text
+    prompt_version: str = "v1"
+    attempts: int = 3
+    fallback_tokens: int = 6_000
+    cache: bool = True
+
+
+class AgentSettings(BaseModel):
+    max_turns: int = 64
+    max_context_tokens: int = 40_960
+    max_new_tokens_per_turn: int = 8_192
+    tool_concurrency: int = 8
+    max_tool_calls: int | None = None
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="FATHOM_", env_nested_delimiter="__", env_file=None, extra="ignore"
+    )
+
+    cache_dir: Path = Field(default_factory=_default_cache_dir)
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    database_url: str | None = None  # default: sqlite file in data_dir
+    log_level: str = "INFO"
+    log_json: bool = False
+
+    policy: ModelRole = Field(default_factory=lambda: ModelRole(max_new_tokens=8_192))
+    synthesizer: ModelRole = Field(
+        default_factory=lambda: ModelRole(
+            context_tokens=131_072, max_new_tokens=10_000, temperature=0.4, repetition_penalty=1.0
+        )
+    )
+    extractor: ModelRole = Field(
+        default_factory=lambda: ModelRole(temperature=0.0, max_new_tokens=1024, repetition_penalty=1.0)
+    )
+    judge: ModelRole = Field(
+        default_factory=lambda: ModelRole(temperature=0.0, max_new_tokens=512, repetition_penalty=1.0)
+    )
+
+    search: SearchSettings = Field(default_factory=SearchSettings)
+    fetch: FetchSettings = Field(default_factory=FetchSettings)
+    extract: ExtractSettings = Field(default_factory=ExtractSettings)
+    agent: AgentSettings = Field(default_factory=AgentSettings)
+
+    serper_api_key: SecretStr | None = None  # FATHOM_SERPER_API_KEY (or SERPER_API_KEY)
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.data_dir / "fathom.db"
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.sqlite_path}"
+
+    @property
+    def snapshot_dir(self) -> Path:
+        return self.fetch.snapshot_dir or (self.data_dir / "snapshots")
+
+    @property
+    def models_dir(self) -> Path:
+        return self.cache_dir / "models"
+
+    @property
+    def sample_index_dir(self) -> Path:
+        return self.cache_dir / "corpus" / "sample"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,49 @@
+"""Typed errors. Each carries enough context to tell a user what went wrong and where."""
+
+from __future__ import annotations
+
+
+class FathomError(Exception):
+    """Base of every error this package raises on purpose."""
+
+
+class ConfigError(FathomError):
+    """A setting is missing or inconsistent."""
+
+
+class ToolError(FathomError):
+    """A tool call cannot be served. The message is shown to the model as the tool response."""
+
+    def __init__(self, tool: str, message: str) -> None:
+        super().__init__(f"{tool}: {message}")
+        self.tool = tool
+        self.message = message
+
+
+class SearchError(ToolError):
+    def __init__(self, message: str) -> None:
+        super().__init__("search_urls", message)
+
+
+class FetchError(ToolError):
+    """A page could not be fetched or read (network, status, size, type, deadline)."""
+
+    def __init__(self, url: str, message: str) -> None:
+        super().__init__("query_url", f"{message} ({url})")
+        self.url = url
+
+
+class SSRFError(FetchError):
+    """The URL (or a redirect target) points somewhere we refuse to go."""
+
+
+class ReplayMiss(FetchError):
+    """Replay mode was asked for a page that has no stored snapshot."""
+
+
+class ModelError(FathomError):
+    """A model backend failed (after retries, where retrying made sense)."""
+
+
+class StoreError(FathomError):
+    """The job store refused or could not find something."""

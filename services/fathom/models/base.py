@@ -1,0 +1,70 @@
+"""The model seam. Agent, synthesizer, extractor and judge depend on this and nothing else."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_new_tokens: int = 1024
+    temperature: float = 0.6
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    logprobs: bool = False  # ask for per-token log-probabilities of the sampled tokens
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+FinishReason = Literal["stop", "length", "error"]
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One completion. ``text`` excludes the stop string that ended it; ``stop`` names it."""
+
+    text: str
+    finish_reason: FinishReason
+    usage: Usage = field(default_factory=Usage)
+    token_ids: list[int] | None = None  # generated ids, when the backend exposes them
+    logprobs: list[float] | None = None  # one per generated token, when requested and available
+    stop: str | None = None  # the stop string that matched, if any
+    model: str = ""
+    latency_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+@runtime_checkable
+class ModelBackend(Protocol):
+    """Complete raw prompt text. Fathom models speak ChatML text, so raw completion is the base case.
+
+    ``complete_batch`` exists because in-process backends batch far better than they interleave.
+    """
+
+    name: str
+
+    async def complete(self, prompt: str, params: SamplingParams) -> Completion: ...
+
+    async def complete_batch(self, prompts: list[str], params: SamplingParams) -> list[Completion]: ...
+
+    async def chat(self, messages: list[ChatMessage], params: SamplingParams) -> Completion: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def render_chat(self, messages: list[ChatMessage], add_generation_prompt: bool = True) -> str:
+        """The model's chat template applied to messages, as raw prompt text."""
+        ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,1 @@
+"""``query_url`` plumbing: SSRF guard, fetchers (httpx, Playwright), content readers, snapshots."""

@@ -1,0 +1,1 @@
+"""``search_urls``: search backends (local Tantivy index, Serper, SearXNG), caching, formatting."""
