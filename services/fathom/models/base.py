@@ -15,6 +15,9 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
     seed: int | None = None
     logprobs: bool = False  # ask for per-token log-probabilities of the sampled tokens
+    # Constrained decoding over a finite set: the completion is exactly one of these strings
+    # (transformers: highest log-likelihood; vLLM: guided_choice). Used to keep weak models on protocol.
+    choices: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)

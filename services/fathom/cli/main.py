@@ -1,0 +1,40 @@
+"""Entry point of the ``fathom`` command. Each area registers its commands from its own module."""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+app = typer.Typer(help="Fathom: open deep research — search agent, tools, synthesizer.", no_args_is_help=True)
+
+# (module, attribute, sub-command name or None to merge top-level commands)
+_AREAS: list[tuple[str, str, str | None]] = [
+    ("fathom.cli.corpus", "app", "corpus"),
+    ("fathom.cli.models", "app", "models"),
+    ("fathom.cli.tools", "register", None),
+    ("fathom.cli.research", "register", None),
+    ("fathom.cli.bench", "app", "bench"),
+]
+
+
+def _load_areas() -> None:
+    for module_name, attr, sub in _AREAS:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:
+                continue  # area not built yet
+            raise
+        obj = getattr(module, attr)
+        if sub is None:
+            obj(app)
+        else:
+            app.add_typer(obj, name=sub)
+
+
+_load_areas()
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,1 @@
+"""The research job: question in, trajectory and cited report out, everything stored."""
