@@ -42,12 +42,16 @@ class Step:
     tools_s: float = 0.0
     overhead_s: float = 0.0
     forced_final: bool = False  # the loop asked for a final answer (budget or turn limit)
+    # e.g. {"format_errors": [...], "guided_phases": [...]}: extra facts about how the turn was made
+    meta: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-StopReason = Literal["answered", "no_tool_call", "max_turns", "context_budget", "error", "cancelled"]
+StopReason = Literal[
+    "answered", "no_tool_call", "max_turns", "context_budget", "max_tool_calls", "error", "cancelled"
+]
 
 
 @dataclass

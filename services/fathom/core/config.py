@@ -100,6 +100,12 @@ class AgentSettings(BaseModel):
     max_new_tokens_per_turn: int = 8_192
     tool_concurrency: int = 8
     max_tool_calls: int | None = None
+    # Guided mode keeps weak models (the bundled SmolLM2) on protocol with prefill and
+    # constrained decoding; a trained policy runs free.
+    guided: bool = False
+    guided_max_turns: int = 6
+    min_searches: int = 1  # guided: searches required before an answer is allowed
+    min_reads: int = 1  # guided: page reads required before an answer is allowed
 
 
 class Settings(BaseSettings):

@@ -19,6 +19,7 @@ class FetchedPage:
     encoding: str | None = None  # charset from headers / meta, if known
     elapsed_s: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)
+    truncated: bool = False  # body was cut at the size cap (HTML/text only; PDFs are refused)
 
 
 @runtime_checkable
@@ -55,3 +56,4 @@ class PageSnapshot:
     extractor_version: str
     size: int
     encoding: str | None = None
+    truncated: bool = False

@@ -1,0 +1,340 @@
+"""The agent loop: generate a turn, run its tool calls, feed the results back, until done.
+
+The protocol (what the text looks like) lives in ``protocol``; this module only drives it:
+token budget, concurrency of tool calls, timing, recording steps, cancellation and resume.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import Any
+
+from fathom.agent import protocol
+from fathom.agent.guided import GuidedPolicy
+from fathom.agent.protocol import Mode
+from fathom.agent.trajectory import Step, StopReason, ToolCall, Trajectory
+from fathom.core.config import AgentSettings
+from fathom.core.errors import FathomError, ModelError, ToolError
+from fathom.core.logging import get_logger
+from fathom.models.base import Completion, ModelBackend, SamplingParams
+from fathom.tools.base import ToolResult, ToolRunner
+
+log = get_logger(__name__)
+
+OnStep = Callable[[Step, Trajectory], Awaitable[None]]
+
+# A trajectory that ended for one of these reasons is complete; resuming it changes nothing.
+FINISHED: frozenset[str] = frozenset(
+    {"answered", "no_tool_call", "max_turns", "context_budget", "max_tool_calls"}
+)
+
+
+class AgentLoop:
+    """Runs the Fathom search protocol with one model backend and one tool runner.
+
+    ``settings.max_new_tokens_per_turn`` caps each turn (``sampling.max_new_tokens`` is not
+    used for normal turns); the rest of ``sampling`` (temperature, penalties, seed, logprobs)
+    is passed through, and the protocol's stop strings are added to ``sampling.stop``.
+    """
+
+    def __init__(self, backend: ModelBackend, tools: ToolRunner, settings: AgentSettings,
+                 sampling: SamplingParams, guided: GuidedPolicy | None = None, *,
+                 date: str | None = None, final_answer_tokens: int = protocol.FINAL_ANSWER_TOKENS) -> None:
+        self.backend = backend
+        self.tools = tools
+        self.settings = settings
+        self.sampling = replace(sampling, stop=tuple(dict.fromkeys((*sampling.stop, *protocol.STOP_STRINGS))),
+                                choices=None)
+        self.guided = guided if guided is not None else (
+            GuidedPolicy.from_settings(settings) if settings.guided else None)
+        self.date = date
+        self.final_answer_tokens = final_answer_tokens
+
+    # --- public ----------------------------------------------------------------------------
+
+    def new_trajectory(self, question: str, mode: Mode = "search") -> Trajectory:
+        """An empty trajectory. Pass it as ``resume`` to keep a handle on it through a cancel."""
+        prompt = protocol.build_prompt(question, self.tools.specs, mode, self.date)
+        return Trajectory(question=question, prompt=prompt, model=self.backend.name,
+                          total_tokens=self.backend.count_tokens(prompt),
+                          meta={"mode": mode, "date": self.date, "guided": self.guided is not None})
+
+    async def run(self, question: str, mode: Mode = "search", on_step: OnStep | None = None,
+                  resume: Trajectory | None = None) -> Trajectory:
+        """Answer ``question``; ``on_step`` is awaited as each step completes.
+
+        With ``resume``, that trajectory is continued in place from its last complete step.
+        On cancellation the trajectory keeps its complete steps, gets stop_reason "cancelled",
+        and ``asyncio.CancelledError`` propagates. A model failure ends the run with
+        stop_reason "error" and the message in ``meta["error"]``.
+        """
+        if resume is not None and resume.question != question:
+            raise ValueError("resume: the trajectory answers a different question")
+        traj = resume if resume is not None else self.new_trajectory(question, mode)
+        if traj.stop_reason in FINISHED:
+            return traj
+        traj.stop_reason = None
+        traj.meta.pop("error", None)
+        try:
+            await self._drive(traj, on_step)
+        except asyncio.CancelledError:
+            traj.stop_reason = "cancelled"
+            log.info("agent.cancelled", steps=len(traj.steps))
+            raise
+        except FathomError as e:
+            self._fail(traj, e)
+        except Exception as e:
+            self._fail(traj, e)
+            raise
+        return traj
+
+    # --- the loop --------------------------------------------------------------------------
+
+    async def _drive(self, traj: Trajectory, on_step: OnStep | None) -> None:
+        budget = self.settings.max_context_tokens
+        reserve = protocol.final_reserve(self.backend.count_tokens(protocol.final_answer_nudge()),
+                                         self.backend.count_tokens(protocol.END_OF_TURN),
+                                         self.final_answer_tokens)
+        await self._finish_pending_calls(traj, reserve)
+        context = protocol.rebuild_context(traj.prompt, traj.steps)
+
+        while True:
+            turn = len(traj.steps)
+            context_tokens = self.backend.count_tokens(context)
+            traj.total_tokens = context_tokens
+            if turn >= self.settings.max_turns:
+                return await self._final_turn(traj, context, "max_turns", on_step)
+            if self._calls_left(traj) == 0:
+                return await self._final_turn(traj, context, "max_tool_calls", on_step)
+            allowance = protocol.turn_allowance(context_tokens, self.settings.max_new_tokens_per_turn,
+                                                reserve, budget)
+            if allowance < protocol.MIN_TURN_TOKENS:
+                return await self._final_turn(traj, context, "context_budget", on_step)
+
+            started = time.perf_counter()
+            completion, step_meta = await self._generate(context, traj, allowance, final=False)
+            step = self._step(turn, completion, context_tokens, step_meta)
+
+            if not step.tool_calls:
+                context += step.text + protocol.END_OF_TURN
+                traj.steps.append(step)
+                traj.total_tokens = self.backend.count_tokens(context)
+                self._time(step, started)
+                budget_cut = completion.finish_reason == "length" and allowance < self.settings.max_new_tokens_per_turn
+                if budget_cut and step.answer is None:
+                    await self._emit(on_step, step, traj)
+                    return await self._final_turn(traj, context, "context_budget", on_step)
+                traj.answer = self._last_answer(traj)
+                traj.stop_reason = "answered" if step.answer is not None else "no_tool_call"
+                await self._emit(on_step, step, traj)
+                return
+
+            context += step.text + protocol.END_OF_TURN
+            room = budget - self.backend.count_tokens(context) - reserve - protocol.MIN_TURN_TOKENS
+            if room < protocol.MIN_RESPONSE_TOKENS:
+                for call in step.tool_calls:
+                    call.error = call.error or "not run: the context budget is used up"
+                    call.result = None
+                traj.steps.append(step)
+                self._time(step, started)
+                await self._emit(on_step, step, traj)
+                return await self._final_turn(traj, context, "context_budget", on_step)
+
+            step.tools_s = await self._run_calls(step.tool_calls, self._calls_left(traj))
+            block = self._fit_responses(step.tool_calls, room)
+            if block is None:
+                for call in step.tool_calls:  # ran, but nothing of it fits: the model never sees it
+                    call.meta["undelivered_result"] = call.result
+                    call.result = None
+                traj.steps.append(step)
+                self._time(step, started)
+                await self._emit(on_step, step, traj)
+                return await self._final_turn(traj, context, "context_budget", on_step)
+            step.tool_response_tokens = self.backend.count_tokens(block)
+            context += block
+            traj.steps.append(step)
+            traj.total_tokens = self.backend.count_tokens(context)
+            self._time(step, started)
+            await self._emit(on_step, step, traj)
+
+    async def _final_turn(self, traj: Trajectory, context: str, reason: StopReason,
+                          on_step: OnStep | None) -> None:
+        """One last turn after the nudge; its tool calls, if any, are not run."""
+        budget = self.settings.max_context_tokens
+        context += protocol.final_answer_nudge()
+        context_tokens = self.backend.count_tokens(context)
+        end_tokens = self.backend.count_tokens(protocol.END_OF_TURN)
+        allowance = min(self.final_answer_tokens, budget - context_tokens - end_tokens - protocol.BUDGET_SLACK_TOKENS)
+        traj.stop_reason = reason
+        if allowance <= 0:  # only reachable with a reserve smaller than the nudge
+            traj.answer = self._last_answer(traj)
+            log.warning("agent.no_room_for_final_answer", context_tokens=context_tokens, budget=budget)
+            return
+        started = time.perf_counter()
+        completion, step_meta = await self._generate(context, traj, allowance, final=True)
+        step = self._step(len(traj.steps), completion, context_tokens, step_meta)
+        step.forced_final = True
+        step.meta["forced_by"] = reason
+        for call in step.tool_calls:
+            call.error = call.error or "not run: a final answer was required"
+            call.result = None
+        traj.steps.append(step)
+        traj.total_tokens = self.backend.count_tokens(context + step.text + protocol.END_OF_TURN)
+        traj.answer = self._last_answer(traj)
+        self._time(step, started)
+        await self._emit(on_step, step, traj)
+
+    # --- one turn --------------------------------------------------------------------------
+
+    async def _generate(self, context: str, traj: Trajectory, max_new_tokens: int,
+                        final: bool) -> tuple[Completion, dict[str, Any]]:
+        if self.guided is not None:
+            guided_turn = await self.guided.turn(self.backend, context, traj,
+                                                 replace(self.sampling, max_new_tokens=max_new_tokens),
+                                                 final=final)
+            completion = guided_turn.completion
+            meta: dict[str, Any] = {"guided_action": guided_turn.action,
+                                    "guided_phases": guided_turn.phases_meta()}
+        else:
+            params = replace(self.sampling, max_new_tokens=max_new_tokens)
+            t0 = time.perf_counter()
+            completion = await self.backend.complete(context, params)
+            if not completion.latency_s:
+                completion = replace(completion, latency_s=time.perf_counter() - t0)
+            meta = {}
+        if completion.finish_reason == "error":
+            raise ModelError(f"the policy model {self.backend.name!r} returned an error finish")
+        return completion, meta
+
+    def _step(self, index: int, completion: Completion, context_tokens: int,
+              meta: dict[str, Any]) -> Step:
+        parsed = protocol.parse_turn(completion.text, self.tools.specs)
+        if parsed.errors:
+            meta["format_errors"] = parsed.errors
+        if parsed.stray_text:
+            meta["stray_text"] = parsed.stray_text[:2_000]
+        return Step(
+            index=index, text=completion.text, think=parsed.think, tool_calls=parsed.tool_calls,
+            answer=parsed.answer, token_ids=completion.token_ids, logprobs=completion.logprobs,
+            prompt_tokens=context_tokens,
+            completion_tokens=completion.usage.completion_tokens or self.backend.count_tokens(completion.text),
+            finish_reason=completion.finish_reason, model_s=completion.latency_s, meta=meta,
+        )
+
+    async def _run_calls(self, calls: list[ToolCall], calls_left: int | None) -> float:
+        """Run the well-formed calls concurrently (bounded); malformed ones answer with their
+        error. Returns the wall time of the whole round."""
+        gate = asyncio.Semaphore(max(1, self.settings.tool_concurrency))
+        budget_left = calls_left
+
+        async def run_one(call: ToolCall) -> None:
+            if call.error is not None or call.name is None:
+                call.result = protocol.error_response(call.error or "malformed tool call")
+                return
+            async with gate:
+                t0 = time.perf_counter()
+                result = await self._call_tool(call.name, call.arguments)
+                call.elapsed_s = time.perf_counter() - t0
+            call.result, call.ok = result.text, result.ok
+            call.meta.update(result.meta)
+            sha = result.meta.get("snapshot_sha256")
+            call.snapshot_sha256 = sha if isinstance(sha, str) else None
+
+        runnable: list[ToolCall] = []
+        for call in calls:
+            if call.error is None and budget_left is not None:
+                if budget_left <= 0:
+                    limit = self.settings.max_tool_calls
+                    call.error = f"not run: the limit of {limit} tool calls is reached; give your final answer"
+                budget_left -= 1
+            runnable.append(call)
+        t0 = time.perf_counter()
+        await asyncio.gather(*(run_one(c) for c in runnable))
+        return time.perf_counter() - t0
+
+    async def _call_tool(self, name: str, arguments: dict[str, Any]) -> ToolResult:
+        try:
+            return await self.tools.call(name, arguments)
+        except ToolError as e:  # a runner is meant to return these, but tolerate a raise
+            return ToolResult(text=protocol.error_response(e.message), ok=False)
+        except Exception as e:
+            # The model still gets an answer for its call, and the run goes on.
+            log.exception("agent.tool_crashed", tool=name)
+            detail = f"{type(e).__name__}: {e}"[:300]
+            return ToolResult(text=protocol.error_response(f"the {name} tool failed unexpectedly ({detail})"),
+                              ok=False, meta={"crashed": True})
+
+    def _fit_responses(self, calls: list[ToolCall], room: int) -> str | None:
+        """The tool-response block, with results cut until it fits ``room`` tokens (None: it
+        cannot). Cut results are what the model sees, so they replace ``call.result``."""
+        block = protocol.format_tool_responses(calls)
+        tokens = self.backend.count_tokens(block)
+        if tokens <= room:
+            return block
+        originals = [protocol.call_response(c) for c in calls]
+        ratio = room / tokens
+        for _ in range(6):
+            ratio *= 0.85
+            for call, text in zip(calls, originals, strict=True):
+                call.result = protocol.truncate_response(text, max(80, int(len(text) * ratio)))
+            block = protocol.format_tool_responses(calls)
+            if self.backend.count_tokens(block) <= room:
+                for call, text in zip(calls, originals, strict=True):
+                    if call.result != text:
+                        call.meta["truncated_from_chars"] = len(text)
+                return block
+        for call, text in zip(calls, originals, strict=True):
+            call.result = text
+        return None
+
+    async def _finish_pending_calls(self, traj: Trajectory, reserve: int) -> None:
+        """On resume: run the calls of the last step that never got a result (cut mid-round)."""
+        if not traj.steps or traj.steps[-1].forced_final:
+            return
+        step = traj.steps[-1]
+        pending = [c for c in step.tool_calls if c.result is None and c.error is None]
+        if not pending:
+            return
+        context = protocol.rebuild_context(traj.prompt, traj.steps[:-1]) + step.text + protocol.END_OF_TURN
+        room = (self.settings.max_context_tokens - self.backend.count_tokens(context) - reserve
+                - protocol.MIN_TURN_TOKENS)
+        step.tools_s += await self._run_calls(step.tool_calls, self._calls_left(traj, exclude=pending))
+        block = self._fit_responses(step.tool_calls, room) if room >= protocol.MIN_RESPONSE_TOKENS else None
+        if block is None:
+            for call in step.tool_calls:
+                call.result = None
+        else:
+            step.tool_response_tokens = self.backend.count_tokens(block)
+
+    # --- bookkeeping -----------------------------------------------------------------------
+
+    def _calls_left(self, traj: Trajectory, exclude: list[ToolCall] | None = None) -> int | None:
+        limit = self.settings.max_tool_calls
+        if limit is None:
+            return None
+        skip = {id(c) for c in exclude or []}
+        used = sum(1 for c in traj.tool_calls if c.error is None and c.result is not None and id(c) not in skip)
+        return max(0, limit - used)
+
+    @staticmethod
+    def _last_answer(traj: Trajectory) -> str | None:
+        return next((s.answer for s in reversed(traj.steps) if s.answer is not None), None)
+
+    @staticmethod
+    def _time(step: Step, started: float) -> None:
+        wall = time.perf_counter() - started
+        step.overhead_s = max(0.0, wall - step.model_s - step.tools_s)
+
+    @staticmethod
+    async def _emit(on_step: OnStep | None, step: Step, traj: Trajectory) -> None:
+        if on_step is not None:
+            await on_step(step, traj)
+
+    @staticmethod
+    def _fail(traj: Trajectory, error: BaseException) -> None:
+        traj.stop_reason = "error"
+        traj.meta["error"] = f"{type(error).__name__}: {error}"
+        log.error("agent.failed", error=traj.meta["error"], steps=len(traj.steps))

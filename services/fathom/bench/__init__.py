@@ -1,0 +1,1 @@
+"""Benchmarks: they print numbers; tests never depend on timing."""

@@ -1,0 +1,186 @@
+"""``fathom research``, ``fathom jobs list|show`` and ``fathom report``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from fathom.core.config import get_settings
+from fathom.core.errors import FathomError
+from fathom.core.logging import configure_logging
+from fathom.research.events import ProgressEvent
+
+console = Console(stderr=False)
+jobs_app = typer.Typer(help="Inspect stored research jobs.", no_args_is_help=True)
+
+
+def _short(text: str, n: int = 70) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _print_event(ev: ProgressEvent) -> None:
+    t = f"[dim]{ev.elapsed_s:7.1f}s[/dim]"
+    if ev.kind == "job_started":
+        console.print(f"{t} [bold]job {ev.job_id[:8]}[/bold] started ({ev.data.get('mode')}): {ev.message}")
+    elif ev.kind == "step":
+        calls = ", ".join(
+            f"{c['name']}({_short(c['target'], 50)}){'' if c['ok'] else ' [red]✗[/red]'}"
+            for c in ev.tool_calls
+        ) or ("answer: " + _short(str(ev.data.get("answer") or ""), 60) if ev.data.get("answer") else "no tool call")
+        console.print(
+            f"{t} turn {ev.turn:>2}  tokens {ev.total_tokens:>6}  "
+            f"model {ev.data.get('model_s', 0):5.1f}s tools {ev.data.get('tools_s', 0):5.2f}s  {calls}"
+        )
+    elif ev.kind == "synthesis_started":
+        console.print(f"{t} synthesizing the report…")
+    elif ev.kind == "synthesis_done":
+        console.print(
+            f"{t} report written: {ev.data.get('words')} words, "
+            f"{ev.data.get('invalid_citations_removed')} invalid citations removed"
+        )
+    elif ev.kind == "job_done":
+        console.print(f"{t} [green]done[/green]")
+    elif ev.kind == "job_failed":
+        console.print(f"{t} [red]failed[/red]: {ev.message}")
+
+
+def research(
+    question: str = typer.Argument(..., help="The question to research."),
+    mode: str = typer.Option("report", "--mode", help="search: short answer; report: answer + cited report"),
+    out: Path | None = typer.Option(None, "--out", help="Folder for reports (default: data dir/reports)"),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON at the end."),
+) -> None:
+    """Run one research job: the search agent investigates, the synthesizer writes the report."""
+    from fathom.research.runtime import LocalRuntime
+
+    settings = get_settings()
+    configure_logging(settings.log_level if settings.log_level != "INFO" else "WARNING", settings.log_json)
+    if mode not in ("search", "report"):
+        raise typer.BadParameter("mode must be 'search' or 'report'")
+
+    async def main() -> dict[str, Any]:
+        async with LocalRuntime(settings, reports_dir=out) as rt:
+            if rt.local_web_base:
+                console.print(f"[dim]local web: {rt.local_web_base}  store: {settings.resolved_database_url}[/dim]")
+            job_id = await rt.service.submit(question, mode)  # type: ignore[arg-type]
+            result = await rt.service.run(job_id, on_event=_print_event)
+            return {
+                "job_id": result.job_id,
+                "answer": result.answer,
+                "stop_reason": result.trajectory.stop_reason,
+                "turns": len(result.trajectory.steps),
+                "tool_calls": len(result.trajectory.tool_calls),
+                "report_markdown": str(result.report_paths[0]) if result.report_paths else None,
+                "report_json": str(result.report_paths[1]) if result.report_paths else None,
+                "timings": result.timings,
+            }
+
+    try:
+        summary = asyncio.run(main())
+    except FathomError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    if as_json:
+        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+        return
+    console.print(f"\n[bold]Answer:[/bold] {summary['answer'] or '(none)'}")
+    console.print(f"job {summary['job_id']}  ({summary['turns']} turns, {summary['tool_calls']} tool calls, "
+                  f"stop: {summary['stop_reason']})")
+    if summary["report_markdown"]:
+        console.print(f"[bold]Report:[/bold] {summary['report_markdown']}")
+
+
+def _store():  # type: ignore[no-untyped-def]
+    from fathom.store.db import Database
+    from fathom.store.repository import JobStore
+
+    db = Database(get_settings().resolved_database_url)
+    db.migrate()
+    return JobStore(db)
+
+
+@jobs_app.command("list")
+def jobs_list(
+    status: str | None = typer.Option(None, "--status"),
+    limit: int = typer.Option(20, "--limit"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """List recent jobs."""
+    jobs = _store().list_jobs(status=status, limit=limit)
+    if as_json:
+        sys.stdout.write(json.dumps([_job_dict(j) for j in jobs], indent=2, default=str) + "\n")
+        return
+    table = Table("id", "status", "mode", "created", "question", "answer")
+    for j in jobs:
+        table.add_row(j.id[:8], j.status, j.mode, str(j.created_at)[:19], _short(j.question, 50),
+                      _short(j.answer or "", 30))
+    console.print(table)
+
+
+def _job_dict(job: Any) -> dict[str, Any]:
+    from dataclasses import asdict, is_dataclass
+
+    return asdict(job) if is_dataclass(job) else dict(job)
+
+
+@jobs_app.command("show")
+def jobs_show(job_id: str, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Show one job with its trajectory (id or unique id prefix)."""
+    store = _store()
+    try:
+        job = store.get_job(job_id)
+        traj = store.load_trajectory(job.id)
+    except FathomError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    if as_json:
+        out = {"job": _job_dict(job), "trajectory": traj.to_dict() if traj else None}
+        sys.stdout.write(json.dumps(out, indent=2, default=str) + "\n")
+        return
+    console.print(f"[bold]{job.id}[/bold]  {job.status}  {job.mode}  {job.created_at}")
+    console.print(f"Q: {job.question}")
+    console.print(f"A: {job.answer or '(none)'}")
+    if traj is None:
+        return
+    for step in traj.steps:
+        console.print(f"\n[bold]turn {step.index + 1}[/bold]  ({step.completion_tokens} tokens, "
+                      f"model {step.model_s:.1f}s, tools {step.tools_s:.2f}s)")
+        if step.think:
+            console.print(f"[dim]think: {_short(step.think, 200)}[/dim]")
+        for c in step.tool_calls:
+            status = "ok" if c.ok else f"error: {c.error or 'tool failed'}"
+            console.print(f"  {c.name}({json.dumps(c.arguments, ensure_ascii=False)[:120]}) -> {status}")
+        if step.answer:
+            console.print(f"  answer: {step.answer}")
+
+
+def report(job_id: str, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Print the stored report of a job (Markdown, or JSON with --json)."""
+    store = _store()
+    try:
+        job = store.get_job(job_id)
+        rep = store.get_report(job.id)
+    except FathomError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    if rep is None:
+        console.print(f"[red]error:[/red] job {job.id} has no report (mode {job.mode}, status {job.status})")
+        raise typer.Exit(1)
+    if as_json:
+        sys.stdout.write(json.dumps(rep.data, indent=2, default=str) + "\n")
+    else:
+        sys.stdout.write(rep.markdown + "\n")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("research")(research)
+    app.command("report")(report)
+    app.add_typer(jobs_app, name="jobs")

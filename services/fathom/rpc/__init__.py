@@ -1,0 +1,1 @@
+"""gRPC contracts (``protos/fathom/v1``) and their generated stubs (``fathom.rpc.gen``)."""

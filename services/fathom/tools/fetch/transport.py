@@ -1,0 +1,69 @@
+"""httpx transport that connects only to addresses the SSRF guard checked (DNS-rebinding pin).
+
+httpcore opens TCP connections through a *network backend*; ours asks the guard for the pinned
+addresses of ``host:port`` and connects to those IPs. TLS still verifies against the host name
+(httpcore wraps the socket with ``server_hostname`` = the URL's host), and the connection pool is
+still keyed by host name, so keep-alive and certificates behave as usual.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import httpcore
+import httpx
+from httpcore._backends.auto import AutoBackend
+
+from fathom.tools.fetch.ssrf import SSRFGuard
+
+
+class PinnedBackend(httpcore.AsyncNetworkBackend):
+    def __init__(self, guard: SSRFGuard) -> None:
+        self._guard = guard
+        self._inner = AutoBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        ips = await self._guard.pinned_ips(host, port)
+        last: Exception | None = None
+        for ip in ips:
+            try:
+                return await self._inner.connect_tcp(
+                    ip, port, timeout=timeout, local_address=local_address, socket_options=socket_options
+                )
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                last = exc
+        raise last or httpcore.ConnectError(f"no address for {host}:{port}")
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        raise httpcore.ConnectError("unix sockets are never fetched")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+class PinnedTransport(httpx.AsyncHTTPTransport):
+    """``httpx.AsyncHTTPTransport`` whose connection pool dials through ``PinnedBackend``."""
+
+    def __init__(self, guard: SSRFGuard, limits: httpx.Limits) -> None:
+        super().__init__(limits=limits, trust_env=False)
+        # httpx builds its pool without a network-backend hook; replace it with an identical pool
+        # that has one. Same request/response mapping and exception translation as httpx.
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=httpx.create_ssl_context(trust_env=False),
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=PinnedBackend(guard),
+        )

@@ -1,0 +1,122 @@
+"""``search_urls`` over the local Tantivy index, with hits pointing at the local web.
+
+The searcher is opened once and kept; queries are built from analysed terms (never parsed as
+query syntax), so any user text is safe. BM25 over title and text with the title boosted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import tantivy
+
+from fathom.core.errors import SearchError
+from fathom.corpus.analysis import QueryAnalyzer, register_analyzer
+from fathom.corpus.build import INDEX_DIR
+from fathom.corpus.snippets import SnippetMatcher
+from fathom.tools.search.base import SearchHit
+
+MAX_TOP_K = 100
+
+
+@dataclass(frozen=True)
+class RankingParams:
+    """Weights found by the recall benchmark on the pooled closed corpus (fathom.bench.search)."""
+
+    title_boost: float = 2.0
+    text_boost: float = 1.0
+    max_terms: int = 32  # very long pasted queries: keep the first terms only
+
+
+def resolve_index_dir(path: Path) -> Path:
+    """Accept a corpus directory (with index/ inside) or the index directory itself."""
+    path = Path(path)
+    if (path / INDEX_DIR / "meta.json").is_file():
+        return path / INDEX_DIR
+    if (path / "meta.json").is_file():
+        return path
+    raise SearchError(f"no search index at {path} (build one with `fathom corpus build`)")
+
+
+class LocalSearchBackend:
+    name = "local"
+
+    def __init__(
+        self,
+        index_dir: Path | str,
+        base_url: str | None = None,
+        snippet_chars: int = 240,
+        ranking: RankingParams | None = None,
+    ) -> None:
+        self.index_dir = resolve_index_dir(Path(index_dir))
+        self.base_url = base_url.rstrip("/") if base_url else None
+        self.snippet_chars = snippet_chars
+        self.ranking = ranking or RankingParams()
+        try:
+            self._index = tantivy.Index.open(str(self.index_dir))
+        except ValueError as exc:
+            raise SearchError(f"cannot open search index at {self.index_dir}: {exc}") from exc
+        register_analyzer(self._index)
+        self._schema = self._index.schema
+        self._searcher = self._index.searcher()
+        self._analyzer = QueryAnalyzer()
+
+    def __len__(self) -> int:
+        return int(self._searcher.num_docs)
+
+    def url_for(self, doc_id: str, fallback: str | None = None) -> str:
+        if self.base_url:
+            return f"{self.base_url}/wiki/{doc_id}"
+        return fallback or f"/wiki/{doc_id}"
+
+    def build_query(self, terms: list[str]) -> tantivy.Query:
+        clauses: list[tuple[tantivy.Occur, tantivy.Query]] = []
+        r = self.ranking
+        for term in terms[: r.max_terms]:
+            for field, boost in (("title", r.title_boost), ("text", r.text_boost)):
+                q = tantivy.Query.term_query(self._schema, field, term, index_option="freq")
+                if boost != 1.0:
+                    q = tantivy.Query.boost_query(q, boost)
+                clauses.append((tantivy.Occur.Should, q))
+        return tantivy.Query.boolean_query(clauses)
+
+    def ranked(self, query: str, top_k: int) -> list[tuple[float, tantivy.DocAddress]]:
+        """(score, address) of the best documents: the retrieval step alone, for benchmarks."""
+        terms = self._analyzer.terms(query)
+        if not terms:
+            return []
+        result = self._searcher.search(self.build_query(terms), limit=top_k, count=False)
+        return [(float(score), addr) for score, addr in result.hits]
+
+    def search_sync(self, query: str, top_k: int = 10) -> list[SearchHit]:
+        if not isinstance(query, str):
+            raise SearchError("query must be a string")
+        top_k = max(1, min(int(top_k), MAX_TOP_K))
+        terms = self._analyzer.terms(query)
+        if not terms:
+            return []
+        result = self._searcher.search(self.build_query(terms), limit=top_k, count=False)
+        matcher = SnippetMatcher(terms)
+        hits: list[SearchHit] = []
+        for score, addr in result.hits:
+            doc = self._searcher.doc(addr)
+            doc_id = doc.get_first("id")
+            text = doc.get_first("text") or ""
+            hits.append(
+                SearchHit(
+                    title=doc.get_first("title") or doc_id,
+                    url=self.url_for(doc_id, doc.get_first("url") or None),
+                    snippet=matcher.snippet(text, self.snippet_chars),
+                    score=float(score),
+                    doc_id=doc_id,
+                )
+            )
+        return hits
+
+    async def search(self, query: str, top_k: int = 10) -> list[SearchHit]:
+        # Sub-millisecond and CPU-bound: running it inline is cheaper than a thread hop.
+        return self.search_sync(query, top_k)
+
+    async def aclose(self) -> None:
+        return None
