@@ -181,7 +181,7 @@ def parse_turn(text: str, tools: Sequence[ToolSpec] = TOOL_SPECS) -> ParsedTurn:
         stray = stray.partition(THINK_CLOSE)[2]
     else:  # no </think>: the text before the first call was taken as the thinking
         stray = "".join(outside[1:])
-    if CALL_CLOSE in stray:
+    if CALL_CLOSE in "".join(outside):
         errors.append(f"stray {CALL_CLOSE} without an opening {CALL_OPEN}")
     if RESPONSE_OPEN in text or RESPONSE_CLOSE in text:
         errors.append("the model wrote a tool response itself; responses come from the tools")

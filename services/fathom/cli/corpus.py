@@ -1,0 +1,85 @@
+"""`fathom corpus ...`: build a corpus index from dataset files, serve it as a local web site."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from fathom.corpus.documents import CorpusFormatError
+
+app = typer.Typer(help="Build and serve the local document corpus.", no_args_is_help=True)
+console = Console()
+
+
+@app.command("build")
+def build(
+    sources: list[Path] = typer.Argument(..., help="Corpus files or directories of them."),
+    out: Path = typer.Option(..., "--out", "-o", help="Corpus directory to write."),
+    as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
+) -> None:
+    """Read, pool and deduplicate documents, then write docs, manifest and a Tantivy index."""
+    from fathom.corpus.build import build_corpus
+
+    try:
+        info = build_corpus(sources, out)
+    except CorpusFormatError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    if as_json:
+        typer.echo(json.dumps(info.to_json(), indent=2))
+        return
+    table = Table(title=f"Corpus at {out}")
+    table.add_column("source")
+    table.add_column("documents", justify="right")
+    table.add_column("licence")
+    for source, n in info.sources.items():
+        table.add_row(source, str(n), info.licences.get(source, ""))
+    table.add_row("[bold]total[/bold]", f"[bold]{info.documents}[/bold]", "")
+    console.print(table)
+    console.print(f"built in {info.build_seconds:.1f} s")
+
+
+@app.command("serve")
+def serve(
+    corpus_dir: Path | None = typer.Argument(None, help="Corpus directory (default: the bundled sample)."),
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8088, "--port"),
+    js_share: float = typer.Option(0.15, "--js-share", help="Share of pages rendered by JavaScript."),
+) -> None:
+    """Serve every document as an HTML page at /wiki/<id> until interrupted."""
+    from fathom.core.config import get_settings
+    from fathom.corpus.sample import ensure_sample_index
+    from fathom.corpus.web import LocalWeb
+
+    try:
+        web = LocalWeb(corpus_dir or ensure_sample_index(get_settings()), host=host, port=port, js_share=js_share)
+        web.start()
+    except (CorpusFormatError, OSError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    console.print(f"serving {len(web.corpus)} documents at [bold]{web.base_url}/[/bold] (Ctrl-C to stop)")
+    try:
+        web.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        web.stop()
+
+
+@app.command("sample")
+def sample(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Prepare (once) and show the bundled sample corpus index."""
+    from fathom.core.config import get_settings
+    from fathom.corpus.build import CorpusInfo
+    from fathom.corpus.sample import ensure_sample_index
+
+    path = ensure_sample_index(get_settings())
+    info = CorpusInfo.load(path)
+    if as_json:
+        typer.echo(json.dumps(info.to_json(), indent=2))
+    else:
+        console.print(f"sample corpus: {info.documents} documents at {path}")
