@@ -56,7 +56,9 @@ def serve(
     from fathom.corpus.web import LocalWeb
 
     try:
-        web = LocalWeb(corpus_dir or ensure_sample_index(get_settings()), host=host, port=port, js_share=js_share)
+        web = LocalWeb(
+            corpus_dir or ensure_sample_index(get_settings()), host=host, port=port, js_share=js_share
+        )
         web.start()
     except (CorpusFormatError, OSError) as exc:
         console.print(f"[red]error:[/red] {exc}")

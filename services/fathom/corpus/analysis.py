@@ -57,9 +57,9 @@ class QueryAnalyzer:
 
     def __init__(self) -> None:
         self._analyzer = build_analyzer()
-        self._stems_of_stopwords = frozenset(
-            t for w in QUERY_STOPWORDS for t in self._analyzer.analyze(w)
-        ) | QUERY_STOPWORDS
+        self._stems_of_stopwords = (
+            frozenset(t for w in QUERY_STOPWORDS for t in self._analyzer.analyze(w)) | QUERY_STOPWORDS
+        )
 
     def terms(self, query: str) -> list[str]:
         """Distinct content terms in query order; all terms if every one is a stopword."""

@@ -72,9 +72,7 @@ def write_index(docs: Iterable[Document], index_dir: Path) -> int:
     n = 0
     for doc in docs:
         writer.add_document(
-            tantivy.Document(
-                id=doc.id, title=doc.title, text=doc.text, url=doc.url or "", source=doc.source
-            )
+            tantivy.Document(id=doc.id, title=doc.title, text=doc.text, url=doc.url or "", source=doc.source)
         )
         n += 1
     writer.commit()

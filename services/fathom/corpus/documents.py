@@ -256,7 +256,11 @@ def detect_format(path: Path) -> str:
         json.loads(first_line)
     except json.JSONDecodeError:
         return "json"  # the first line is not a whole object: a pretty-printed or single JSON value
-    return "jsonl" if "\n" in stripped.strip() or path.name.endswith((".jsonl", ".jsonl.gz", ".jsonl.xz")) else "json"
+    return (
+        "jsonl"
+        if "\n" in stripped.strip() or path.name.endswith((".jsonl", ".jsonl.gz", ".jsonl.xz"))
+        else "json"
+    )
 
 
 def read_documents(path: Path) -> Iterator[Document]:

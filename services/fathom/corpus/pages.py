@@ -59,13 +59,11 @@ def _header() -> str:
 
 
 def _sidebar(related: Sequence[Document]) -> str:
-    links = "".join(
-        f'<li><a href="/wiki/{escape(d.id)}">{escape(d.title)}</a></li>' for d in related
-    )
+    links = "".join(f'<li><a href="/wiki/{escape(d.id)}">{escape(d.title)}</a></li>' for d in related)
     return (
         '<aside class="sidebar"><h3>Related articles</h3>'
         f'<ul class="related">{links}</ul>'
-        "<h3>Tools</h3><ul><li><a href=\"/\">What links here</a></li>"
+        '<h3>Tools</h3><ul><li><a href="/">What links here</a></li>'
         '<li><a href="/">Printable version</a></li><li><a href="/">Cite this page</a></li></ul></aside>'
     )
 
@@ -138,9 +136,7 @@ def render_article(doc: Document, related: Sequence[Document], js: bool) -> byte
     return _shell(doc.title, page, attrs)
 
 
-def render_index(
-    entries: Sequence[tuple[str, str]], page: int, pages: int, total: int
-) -> bytes:
+def render_index(entries: Sequence[tuple[str, str]], page: int, pages: int, total: int) -> bytes:
     items = "".join(f'<li><a href="/wiki/{escape(i)}">{escape(t)}</a></li>' for i, t in entries)
     nav = []
     if page > 1:

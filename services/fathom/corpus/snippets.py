@@ -38,9 +38,7 @@ class SnippetMatcher:
         self._pattern: re.Pattern[str] | None = None
         if stems:
             alternatives = "|".join(sorted((re.escape(s) for s in set(stems)), key=len, reverse=True))
-            self._pattern = re.compile(
-                rf"(?<!\w)({alternatives})\w{{0,{_MAX_SUFFIX}}}(?!\w)", re.IGNORECASE
-            )
+            self._pattern = re.compile(rf"(?<!\w)({alternatives})\w{{0,{_MAX_SUFFIX}}}(?!\w)", re.IGNORECASE)
 
     def snippet(self, text: str, max_chars: int) -> str:
         if len(text) <= max_chars:

@@ -144,9 +144,11 @@ class _HttpProtocol(asyncio.Protocol):
             for line in lines[1:]:
                 name, _, value = line.partition(":")
                 headers[name.strip().lower()] = value.strip()
-            body_len = int(headers.get("content-length", "0") or 0) if headers.get(
-                "content-length", "0"
-            ).isdigit() else -1
+            body_len = (
+                int(headers.get("content-length", "0") or 0)
+                if headers.get("content-length", "0").isdigit()
+                else -1
+            )
             if body_len < 0 or len(request) != 3:
                 self._send(_Response(400, b"bad request\n", "text/plain"), False, False)
                 return

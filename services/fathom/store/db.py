@@ -71,6 +71,7 @@ class Database:
     def __init__(self, url: str, *, echo: bool = False) -> None:
         self.url = normalize_url(url)
         self.backend: str = self.url.get_backend_name()
+        self._ensure_sqlite_dir()
         self.engine: Engine = self._create_engine(echo)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
 
@@ -96,6 +97,16 @@ class Database:
         event.listen(engine, "connect", _sqlite_on_connect)
         event.listen(engine, "begin", _sqlite_on_begin)
         return engine
+
+    def _ensure_sqlite_dir(self) -> None:
+        """SQLite creates the file but not its folder (the data dir may not exist yet)."""
+        path = _sqlite_file(self.url) if self.is_sqlite else None
+        if path is None:
+            return
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the folder of the SQLite database {path}: {exc}") from exc
 
     # -- sessions ---------------------------------------------------------------------------
 
@@ -150,9 +161,7 @@ class Database:
         self._run_alembic(command.downgrade, revision)
 
     def _run_alembic(self, action: Any, revision: str) -> None:
-        path = _sqlite_file(self.url) if self.is_sqlite else None
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
+        self._ensure_sqlite_dir()
         cfg = self.alembic_config()
         quiet = logging.getLogger("alembic")
         if quiet.level == logging.NOTSET:

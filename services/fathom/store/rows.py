@@ -2,6 +2,8 @@
 
 Log-probabilities may be ``-inf`` (a token outside top-p, a forced token); strict JSON has no
 infinities, so non-finite values travel as the strings ``"-Infinity"``, ``"Infinity"``, ``"NaN"``.
+PostgreSQL's JSONB keeps numbers as ``numeric``, which has no negative zero, so ``-0.0`` travels
+as ``"-0"``: the token record comes back bit for bit.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from fathom.store.columns import utc
 from fathom.store.models import PageSnapshotRecord, StepRecord, ToolCallRecord, TrajectoryRecord
 from fathom.tools.fetch.base import PageSnapshot
 
-_NON_FINITE = {"-Infinity": -math.inf, "Infinity": math.inf, "NaN": math.nan}
+_SPECIAL_FLOATS = {"-Infinity": -math.inf, "Infinity": math.inf, "NaN": math.nan, "-0": -0.0}
 
 
 def encode_logprobs(values: list[float] | None) -> list[float | str] | None:
@@ -25,7 +27,9 @@ def encode_logprobs(values: list[float] | None) -> list[float | str] | None:
     out: list[float | str] = []
     for v in values:
         f = float(v)
-        if math.isfinite(f):
+        if f == 0.0 and math.copysign(1.0, f) < 0:
+            out.append("-0")
+        elif math.isfinite(f):
             out.append(f)
         else:
             out.append("NaN" if math.isnan(f) else ("Infinity" if f > 0 else "-Infinity"))
@@ -35,7 +39,7 @@ def encode_logprobs(values: list[float] | None) -> list[float | str] | None:
 def decode_logprobs(values: list[Any] | None) -> list[float] | None:
     if values is None:
         return None
-    return [_NON_FINITE[v] if isinstance(v, str) else float(v) for v in values]
+    return [_SPECIAL_FLOATS[v] if isinstance(v, str) else float(v) for v in values]
 
 
 def step_row(step: Step) -> dict[str, Any]:

@@ -45,7 +45,8 @@ class GuidedConfig:
     sentences_per_section: int = 3
     select_sources: Literal["order", "model"] = "order"  # "model": constrained choice over URLs
     repetition_penalty: float = 1.2  # tiny models loop without it
-    seed: int | None = 0
+    temperature: float | None = None  # None: the role's temperature
+    seed: int | None = None  # a seeded request cannot share a batch with others (slower on CPU)
 
     def budgets(self, sections: int) -> tuple[int, int, int, int]:
         """(section, bullet, recommendation, conclusion) token budgets that fit the cap."""
@@ -128,7 +129,7 @@ class GuidedWriter:
     def _params(self, max_new_tokens: int, stop: tuple[str, ...] = _STOPS) -> SamplingParams:
         return SamplingParams(
             max_new_tokens=max_new_tokens,
-            temperature=self.temperature,
+            temperature=self.temperature if self.config.temperature is None else self.config.temperature,
             repetition_penalty=self.config.repetition_penalty,
             stop=stop,
             seed=self.config.seed,

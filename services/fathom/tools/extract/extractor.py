@@ -241,9 +241,16 @@ class EvidenceExtractor:
     def _prompt_tokens(self, messages: list[ChatMessage]) -> int:
         return self.backend.count_tokens(self.backend.render_chat(messages, add_generation_prompt=True))
 
+    def context_tokens(self) -> int:
+        """The configured window, or the model's own limit where the backend knows a smaller one."""
+        own = getattr(self.backend, "context_tokens", None)
+        if isinstance(own, int) and own > 0:
+            return min(self.role.context_tokens, own)
+        return self.role.context_tokens
+
     def _fit_context(self, messages: list[ChatMessage], text: str, url: str, goal: str) -> str:
         """Shorten the page text until prompt + answer fit the extractor's context window."""
-        available = self.role.context_tokens - self.role.max_new_tokens - 16
+        available = self.context_tokens() - self.role.max_new_tokens - 16
         for _ in range(4):
             used = self._prompt_tokens(messages)
             if used <= available or len(text) < 200:

@@ -83,6 +83,9 @@ def read_html(html: str, settings: FetchSettings, *, truncated: bool = False) ->
         if len(fallback) > len(text):
             text, extractor = fallback, "lxml-fallback"
         title = title or fallback_title
+    if title and text and title not in text[: len(title) + 500]:
+        # trafilatura drops a leading <h1> it took as the title; the heading belongs to the text.
+        text = f"{title}\n{text}"
     capped, cut = _cap(text, settings.max_text_chars)
     return PageText(text=capped, title=title, kind="html", extractor=extractor, truncated=cut or truncated)
 

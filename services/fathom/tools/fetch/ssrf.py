@@ -75,8 +75,8 @@ _FORBIDDEN: tuple[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str], ...
         ("203.0.113.0/24", "documentation net (TEST-NET-3)"),
         ("198.18.0.0/15", "benchmarking net"),
         ("224.0.0.0/4", "multicast"),
-        ("240.0.0.0/4", "reserved"),
         ("255.255.255.255/32", "broadcast"),
+        ("240.0.0.0/4", "reserved"),
         ("::/128", "unspecified"),
         ("::1/128", "loopback"),
         ("fe80::/10", "link-local"),
@@ -350,6 +350,8 @@ def _remember(
         now = time.monotonic()
         for key in [k for k, v in table.items() if v[1] <= now]:
             del table[key]
+        if len(table) > 4096:
+            table.clear()
     table[(host, port)] = (ips, time.monotonic() + _RESOLVE_TTL_S)
 
 

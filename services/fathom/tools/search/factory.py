@@ -16,7 +16,9 @@ def serper_api_key(settings: Settings) -> str | None:
     return os.environ.get("SERPER_API_KEY") or None
 
 
-def build_search_backend(settings: Settings, base_url: str | None = None, cached: bool = True) -> SearchBackend:
+def build_search_backend(
+    settings: Settings, base_url: str | None = None, cached: bool = True
+) -> SearchBackend:
     """The configured backend, wrapped in the result cache.
 
     ``base_url`` is the local web's address: local hits link there. Without it they link to the
@@ -43,7 +45,9 @@ def build_search_backend(settings: Settings, base_url: str | None = None, cached
         from fathom.tools.search.searxng import SearxngBackend
 
         if not cfg.searxng_url:
-            raise ConfigError("search backend 'searxng' needs FATHOM_SEARCH__SEARXNG_URL (the instance's base URL)")
+            raise ConfigError(
+                "search backend 'searxng' needs FATHOM_SEARCH__SEARXNG_URL (the instance's base URL)"
+            )
         backend = SearxngBackend(cfg.searxng_url, timeout=cfg.timeout_s)
     else:  # pydantic already restricts the value; this guards programmatic construction
         raise ConfigError(f"unknown search backend {cfg.backend!r} (local, serper or searxng)")

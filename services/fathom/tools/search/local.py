@@ -14,6 +14,7 @@ import tantivy
 from fathom.core.errors import SearchError
 from fathom.corpus.analysis import QueryAnalyzer, register_analyzer
 from fathom.corpus.build import INDEX_DIR
+from fathom.corpus.dense import DenseVectors, reciprocal_rank_fusion
 from fathom.corpus.snippets import SnippetMatcher
 from fathom.tools.search.base import SearchHit
 
@@ -27,6 +28,8 @@ class RankingParams:
     title_boost: float = 2.0
     text_boost: float = 1.0
     max_terms: int = 32  # very long pasted queries: keep the first terms only
+    fusion_depth: int = 100  # hybrid only: candidates taken from each ranking before RRF
+    rrf_k: int = 60
 
 
 def resolve_index_dir(path: Path) -> Path:
@@ -48,6 +51,7 @@ class LocalSearchBackend:
         base_url: str | None = None,
         snippet_chars: int = 240,
         ranking: RankingParams | None = None,
+        dense: DenseVectors | None = None,
     ) -> None:
         self.index_dir = resolve_index_dir(Path(index_dir))
         self.base_url = base_url.rstrip("/") if base_url else None
@@ -61,6 +65,10 @@ class LocalSearchBackend:
         self._schema = self._index.schema
         self._searcher = self._index.searcher()
         self._analyzer = QueryAnalyzer()
+        # Optional hybrid: BM25 and MiniLM rankings fused by reciprocal rank (slower: encodes the query).
+        self.dense = dense
+        if dense is not None:
+            self.name = "local-hybrid"
 
     def __len__(self) -> int:
         return int(self._searcher.num_docs)
@@ -89,6 +97,25 @@ class LocalSearchBackend:
         result = self._searcher.search(self.build_query(terms), limit=top_k, count=False)
         return [(float(score), addr) for score, addr in result.hits]
 
+    def ranked_ids(self, query: str, top_k: int) -> list[str]:
+        """Document ids, best first: BM25, or BM25 fused with dense vectors when configured."""
+        return [doc_id for doc_id, _ in self._ranked(query, top_k)]
+
+    def _ranked(self, query: str, top_k: int) -> list[tuple[str, tuple[float, tantivy.DocAddress | None]]]:
+        depth = max(top_k, self.ranking.fusion_depth) if self.dense is not None else top_k
+        bm25 = [(self._searcher.doc(a).get_first("id"), (s, a)) for s, a in self.ranked(query, depth)]
+        if self.dense is None:
+            return bm25
+        by_id: dict[str, tuple[float, tantivy.DocAddress | None]] = dict(bm25)
+        dense_ids = [i for i, _ in self.dense.top(self.dense.encode_queries([query])[0], depth)]
+        fused = reciprocal_rank_fusion([[i for i, _ in bm25], dense_ids], k=self.ranking.rrf_k)
+        return [(i, (by_id.get(i, (0.0, None))[0], by_id.get(i, (0.0, None))[1])) for i in fused[:top_k]]
+
+    def _address_of(self, doc_id: str) -> tantivy.DocAddress | None:
+        q = tantivy.Query.term_query(self._schema, "id", doc_id)
+        found = self._searcher.search(q, limit=1, count=False).hits
+        return found[0][1] if found else None
+
     def search_sync(self, query: str, top_k: int = 10) -> list[SearchHit]:
         if not isinstance(query, str):
             raise SearchError("query must be a string")
@@ -96,10 +123,17 @@ class LocalSearchBackend:
         terms = self._analyzer.terms(query)
         if not terms:
             return []
-        result = self._searcher.search(self.build_query(terms), limit=top_k, count=False)
+        if self.dense is None:
+            scored = self._searcher.search(self.build_query(terms), limit=top_k, count=False).hits
+        else:
+            scored = []
+            for doc_id, (s, a) in self._ranked(query, top_k):
+                addr = a if a is not None else self._address_of(doc_id)
+                if addr is not None:
+                    scored.append((s, addr))
         matcher = SnippetMatcher(terms)
         hits: list[SearchHit] = []
-        for score, addr in result.hits:
+        for score, addr in scored:
             doc = self._searcher.doc(addr)
             doc_id = doc.get_first("id")
             text = doc.get_first("text") or ""

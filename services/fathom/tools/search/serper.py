@@ -59,7 +59,9 @@ class SerperBackend:
         except httpx.HTTPError as exc:
             raise SearchError(f"cannot reach Serper at {self.url}: {exc}") from exc
         if response.status_code in (401, 403):
-            raise SearchError(f"Serper refused the API key (HTTP {response.status_code}: {_error_text(response)})")
+            raise SearchError(
+                f"Serper refused the API key (HTTP {response.status_code}: {_error_text(response)})"
+            )
         if response.status_code == 429:
             raise SearchError(f"Serper rate limit reached (HTTP 429: {_error_text(response)})")
         if response.status_code >= 400:
@@ -83,7 +85,9 @@ def parse_serper(data: dict[str, Any]) -> list[SearchHit]:
     if isinstance(box, dict) and box.get("link"):
         snippet = str(box.get("answer") or box.get("snippet") or "")
         if snippet:
-            hits.append(SearchHit(title=str(box.get("title") or box["link"]), url=str(box["link"]), snippet=snippet))
+            hits.append(
+                SearchHit(title=str(box.get("title") or box["link"]), url=str(box["link"]), snippet=snippet)
+            )
             seen.add(str(box["link"]))
     for i, item in enumerate(data.get("organic") or []):
         if not isinstance(item, dict) or not item.get("link"):

@@ -1,0 +1,193 @@
+"""The fetch chain behind ``query_url``: replay, or httpx first and the browser when needed.
+
+The browser is used when the caller asks (``render=True``), when settings say ``always``, for hosts
+in ``browser_domains``, and, in ``auto``, when plain HTML yields almost no main text but carries
+scripts (a page built in the browser). Every fetched body is snapshotted before it is read, so a
+failed read can still be replayed and examined.
+
+Text extraction is CPU work; it runs in a small process pool (real parallelism on a multi-core
+box, and the event loop stays free for I/O) unless ``extract_workers=0`` keeps it in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import multiprocessing
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from fathom.core.config import FetchSettings
+from fathom.core.errors import ConfigError, FetchError
+from fathom.core.logging import get_logger
+from fathom.tools.fetch.base import FetchedPage, Fetcher, PageSnapshot, PageText
+from fathom.tools.fetch.browser import BrowserPool
+from fathom.tools.fetch.content import EXTRACTOR_VERSION, read_page
+from fathom.tools.fetch.httpx_fetcher import HttpxFetcher
+from fathom.tools.fetch.snapshots import ReplayFetcher, SnapshotStore
+from fathom.tools.fetch.ssrf import SSRFGuard
+
+log = get_logger(__name__)
+
+_SCRIPT_TAG = re.compile(rb"<script\b", re.I)
+
+
+@dataclass(frozen=True)
+class ReadResult:
+    text: PageText
+    snapshot: PageSnapshot | None
+    page: FetchedPage
+
+
+def looks_script_built(body: bytes) -> bool:
+    """HTML whose text is made by scripts: it has script tags (the text check is the caller's)."""
+    return _SCRIPT_TAG.search(body) is not None
+
+
+def host_matches(host: str, domains: Iterable[str]) -> bool:
+    host = host.rstrip(".").lower()
+    for domain in domains:
+        d = domain.strip().rstrip(".").lower()
+        if d and (host == d or host.endswith("." + d)):
+            return True
+    return False
+
+
+class FetchChain:
+    def __init__(
+        self,
+        settings: FetchSettings,
+        guard: SSRFGuard,
+        snapshots: SnapshotStore | None,
+        httpx_fetcher: Fetcher | None = None,
+        browser: Fetcher | None = None,
+        *,
+        extract_workers: int | None = None,
+    ) -> None:
+        self.settings = settings
+        self.guard = guard
+        self.snapshots = snapshots
+        self._replay = ReplayFetcher(snapshots) if snapshots is not None else None
+        if settings.mode == "replay":
+            if self._replay is None:
+                raise ConfigError("fetch mode 'replay' needs a snapshot store")
+            self._httpx: Fetcher | None = None
+            self._browser: Fetcher | None = None
+        else:
+            self._httpx = httpx_fetcher or HttpxFetcher(settings, guard)
+            if browser is not None:
+                self._browser = browser
+            else:
+                self._browser = None if settings.browser == "never" else BrowserPool(settings, guard)
+        workers = min(2, os.cpu_count() or 1) if extract_workers is None else extract_workers
+        self._executor: concurrent.futures.Executor | None = None
+        self._extract_workers = workers
+
+    @property
+    def httpx(self) -> Fetcher | None:
+        return self._httpx
+
+    @property
+    def browser(self) -> Fetcher | None:
+        return self._browser
+
+    async def read(self, url: str, *, render: bool | None = None, deadline_s: float | None = None) -> ReadResult:
+        """Fetch ``url`` and read its main text. Raises ``FetchError`` (or a subclass) on failure."""
+        if deadline_s is None:
+            return await self._read(url, render)
+        try:
+            async with asyncio.timeout(deadline_s):
+                return await self._read(url, render)
+        except TimeoutError:
+            raise FetchError(url, f"deadline of {deadline_s:g}s exceeded") from None
+
+    async def aclose(self) -> None:
+        for fetcher in (self._httpx, self._browser):
+            if fetcher is not None:
+                with contextlib.suppress(Exception):
+                    await fetcher.aclose()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+
+    async def _read(self, url: str, render: bool | None) -> ReadResult:
+        if self._replay is not None and self.settings.mode == "replay":
+            page, snap = await asyncio.to_thread(self._replay.fetch_stored, url)
+            return ReadResult(await self.extract(page), snap, page)
+        assert self._httpx is not None
+        if self._browser_first(url, render):
+            return await self._fetch_and_read(self._browser_or_fail(url), url, self.settings.browser_deadline_s)
+        result = await self._fetch_and_read(self._httpx, url, self.settings.deadline_s)
+        if (
+            render is None
+            and self.settings.browser == "auto"
+            and self._browser is not None
+            and result.text.kind == "html"
+            and len(result.text.text) < self.settings.js_min_text_chars
+            and looks_script_built(result.page.body)
+        ):
+            try:
+                rendered = await self._fetch_and_read(self._browser, url, self.settings.browser_deadline_s)
+            except FetchError as exc:
+                log.info("fetch.render_fallback_failed", url=url, error=exc.message)
+                return result
+            if len(rendered.text.text) > len(result.text.text):
+                return rendered
+        return result
+
+    def _browser_first(self, url: str, render: bool | None) -> bool:
+        if render is not None:
+            return render
+        if self.settings.browser == "always":
+            return True
+        if self.settings.browser_domains:
+            return host_matches(urlsplit(url).hostname or "", self.settings.browser_domains)
+        return False
+
+    def _browser_or_fail(self, url: str) -> Fetcher:
+        if self._browser is None:
+            raise FetchError(url, "rendering was asked for but the browser is disabled (browser=never)")
+        return self._browser
+
+    async def _fetch_and_read(self, fetcher: Fetcher, url: str, deadline_s: float) -> ReadResult:
+        page = await fetcher.fetch(url, deadline_s=deadline_s)
+        snap = None
+        if self.snapshots is not None:
+            snap = await asyncio.to_thread(self.snapshots.put, page, EXTRACTOR_VERSION)
+        return ReadResult(await self.extract(page), snap, page)
+
+    async def extract(self, page: FetchedPage) -> PageText:
+        """``read_page`` off the event loop."""
+        loop = asyncio.get_running_loop()
+        if self._extract_workers <= 0:
+            return await asyncio.to_thread(read_page, page, self.settings)
+        if self._executor is None:
+            # forkserver: never fork a process that holds Chromium pipes or event-loop state.
+            ctx = multiprocessing.get_context("forkserver")
+            self._executor = concurrent.futures.ProcessPoolExecutor(self._extract_workers, mp_context=ctx)
+        return await loop.run_in_executor(self._executor, read_page, page, self.settings)
+
+
+def build_fetch_chain(
+    settings: FetchSettings,
+    allow_origins: Iterable[str] = (),
+    *,
+    snapshot_dir: Path | None = None,
+    extract_workers: int | None = None,
+) -> FetchChain:
+    """The one place that builds the fetch stack from settings.
+
+    ``allow_origins`` adds origins (``scheme://host:port``) to ``settings.allow_origins``; local mode
+    passes its own local web and nothing else. Snapshots go to ``snapshot_dir`` or
+    ``settings.snapshot_dir``; with neither, nothing is snapshotted (and replay is impossible).
+    """
+    origins = [*settings.allow_origins, *allow_origins]
+    guard = SSRFGuard(origins, allow_private=settings.allow_private)
+    root = snapshot_dir or settings.snapshot_dir
+    store = SnapshotStore(root) if root is not None else None
+    return FetchChain(settings, guard, store, extract_workers=extract_workers)
