@@ -26,9 +26,9 @@ OUT_FILE = OUT_DIR / "sample_corpus.jsonl.xz"
 TRIM_ORDER = ["flashrag", "nq", "2wikimultihopqa"]
 
 ORIGINS = {
-    "hotpotqa": "HotpotQA (Yang et al., 2018), https://hotpotqa.github.io/ — via the HippoRAG repository (MIT)",
-    "musique": "MuSiQue (Trivedi et al., 2022), https://github.com/StonyBrookNLP/musique — via HippoRAG (MIT)",
-    "2wikimultihopqa": "2WikiMultihopQA (Ho et al., 2020), https://github.com/Alab-NII/2wikimultihop — via HippoRAG (MIT)",
+    "hotpotqa": "HotpotQA (Yang et al., 2018), https://hotpotqa.github.io/ — via HippoRAG (MIT)",
+    "musique": "MuSiQue (Trivedi et al., 2022), github.com/StonyBrookNLP/musique — via HippoRAG (MIT)",
+    "2wikimultihopqa": "2WikiMultihopQA (Ho et al., 2020), github.com/Alab-NII/2wikimultihop — HippoRAG",
     "nq": "Natural Questions open, oracle passages (Kwiatkowski et al., 2019) — via lost-in-the-middle (MIT)",
     "wikipedia_vital": "English Wikipedia, lead sections of Vital Articles, https://en.wikipedia.org/",
     "flashrag": "FlashRAG Wikipedia sample, https://github.com/RUC-NLPIR/FlashRAG (MIT)",

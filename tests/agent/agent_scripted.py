@@ -56,8 +56,9 @@ class ScriptedBackend:
             await asyncio.sleep(self.delay_s)
         text = self._next(prompt)
         if params.choices is not None:
-            # A constrained backend can only return one of the choices.
-            chosen = text if text in params.choices else params.choices[0]
+            # A constrained backend can only return one of the choices. The script may give a
+            # "|"-separated order of preference.
+            chosen = next((c for c in text.split("|") if c in params.choices), params.choices[0])
             return self._completion(chosen, "stop", None, prompt, params)
         cut, matched = len(text), None
         for s in params.stop:

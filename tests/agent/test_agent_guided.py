@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
-
 import pytest
 from agent_scripted import InMemoryTools, ScriptedBackend
 
@@ -64,7 +62,7 @@ def test_allowed_actions_enforce_search_then_read_before_answering() -> None:
 def guided_script(i: int, prompt: str) -> str:
     """What a weak, unruly model might emit at each phase."""
     if prompt.endswith(g.ACTION_PROMPT):
-        return " answer"  # always wants to stop early: the rules must overrule it
+        return " answer| query_url"  # wants to stop early: the rules must overrule it
     if prompt.endswith(g.SEARCH_PREFILL):
         return 'K2 "first ascent" \\ {year}\n'
     if prompt.endswith(g.READ_PREFILL):
@@ -73,7 +71,7 @@ def guided_script(i: int, prompt: str) -> str:
         return "who climbed it first"
     if prompt.endswith(p.BOXED_OPEN):
         return "Lacedelli and Compagnoni} extra"
-    return "Hmm <tool_call> let me </tool_response> think\n</think>"
+    return "Hmm </tool_response> let me <think> think\n</think><tool_call>"
 
 
 async def test_a_guided_turn_is_a_well_formed_search_call() -> None:
@@ -116,28 +114,27 @@ async def test_guided_turn_cap_forces_the_answer() -> None:
 
 
 @pytest.mark.slow
-async def test_bundled_model_in_guided_mode_writes_a_well_formed_search(tmp_path: Path) -> None:
+async def test_bundled_model_in_guided_mode_writes_a_well_formed_search() -> None:
     from fathom.core.config import get_settings
     from fathom.models.bundled import prepare_bundled
     from fathom.models.transformers_backend import TransformersBackend
 
-    model_dir = prepare_bundled(get_settings().models_dir)
-    backend = TransformersBackend(str(model_dir), name="smollm2-135m")
+    backend = TransformersBackend(str(prepare_bundled(get_settings().models_dir)), name="smollm2-135m")
+    policy = g.GuidedPolicy(think_tokens=16, value_tokens=16)  # short pieces keep the CPU test quick
     try:
-        settings = AgentSettings(guided=True, guided_max_turns=3, max_context_tokens=8_192)
-        loop = AgentLoop(backend, InMemoryTools(), settings,
-                         SamplingParams(temperature=0.0, seed=0, logprobs=True),
-                         final_answer_tokens=256)
-        traj = await loop.run(K2)
+        turn = await policy.turn(backend, p.build_prompt(K2), traj_with(),
+                                 SamplingParams(temperature=0.0, seed=0, logprobs=True))
     finally:
         await backend.aclose()
-    first = traj.steps[0]
-    assert first.meta["guided_action"] == "search_urls"
-    call = first.tool_calls[0]
+    assert turn.action == "search_urls"  # nothing searched yet: the only allowed action
+    parsed = p.parse_turn(turn.completion.text)
+    assert parsed.errors == [] and len(parsed.tool_calls) == 1
+    call = parsed.tool_calls[0]
     assert call.error is None and call.name == "search_urls" and call.arguments["query"].strip()
-    assert call.ok and "https://mountains.example/" in (call.result or "")
-    body = first.text.split("<tool_call>\n")[1].split("\n</tool_call>")[0]
+    body = turn.completion.text.split("<tool_call>\n")[1].split("\n</tool_call>")[0]
     assert json.loads(body) == {"name": "search_urls", "arguments": call.arguments}
-    assert traj.steps[-1].meta["guided_action"] == "answer" and traj.answer
-    assert traj.stop_reason == "answered" and len(traj.steps) <= 3
-    assert first.token_ids and first.logprobs  # the generated pieces' ids and logprobs
+    # the model's own pieces keep their ids and log-probabilities
+    generated = [ph for ph in turn.phases if ph.generated]
+    assert generated and all(ph.token_ids and ph.logprobs for ph in generated if ph.text)
+    result = await InMemoryTools().call(call.name, call.arguments)  # the call runs as written
+    assert result.ok

@@ -112,6 +112,11 @@ def test_repeated_lines_in_summary_collapse() -> None:
     assert p.summary == "It is tall."
 
 
+def test_repeated_sentences_on_one_line_collapse() -> None:
+    p = parse_answer("Rationale: The page is relevant. The page is relevant. It names the year. The page is")
+    assert p.rationale == "The page is relevant. It names the year. The page is"
+
+
 @pytest.mark.parametrize("garbage", ["", "   ", "\n\n", "lorem ipsum dolor", "***", "::::", "# \n## \n"])
 def test_garbage_gives_empty_answer(garbage: str) -> None:
     p = parse_answer(garbage)

@@ -14,16 +14,15 @@ ANALYZER_VERSION = 1
 
 # Words that carry no topic in a search query. Only queries drop them; the index keeps every
 # word, so phrase-like matches on titles ("The Who") still work through the title field.
-QUERY_STOPWORDS: frozenset[str] = frozenset(
-    """a about above after again against all also am an and any are as at be because been before
+_STOPWORD_TEXT = """a about above after again against all also am an and any are as at be because been before
     being below between both but by can could did do does doing down during each few for from
     further had has have having he her here hers herself him himself his how i if in into is it its
     itself just me more most my myself no nor not now of off on once only or other our ours
     ourselves out over own same she should so some such than that the their theirs them themselves
     then there these they this those through to too under until up very was we were what when
     where which while who whom whose why will with would you your yours yourself yourselves
-    name named one ones many much""".split()
-)
+    name named one ones many much"""
+QUERY_STOPWORDS: frozenset[str] = frozenset(_STOPWORD_TEXT.split())
 
 
 def build_analyzer() -> tantivy.TextAnalyzer:
@@ -60,6 +59,10 @@ class QueryAnalyzer:
         self._stems_of_stopwords = (
             frozenset(t for w in QUERY_STOPWORDS for t in self._analyzer.analyze(w)) | QUERY_STOPWORDS
         )
+
+    def content_tokens(self, text: str) -> list[str]:
+        """Every non-stopword token of a text, repeats kept (for term statistics)."""
+        return [t for t in self._analyzer.analyze(text) if t not in self._stems_of_stopwords]
 
     def terms(self, query: str) -> list[str]:
         """Distinct content terms in query order; all terms if every one is a stopword."""

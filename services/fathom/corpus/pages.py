@@ -89,7 +89,7 @@ def _shell(title: str, body: str, html_attrs: str = "") -> bytes:
         "<style>body{font-family:sans-serif;margin:0}main{max-width:46em;margin:1em auto}"
         ".sidebar{float:right;width:14em}</style></head>"
         f"<body>{body}</body></html>"
-    ).encode("utf-8")
+    ).encode()
 
 
 # The script decodes the article from base64 so that the raw HTML holds none of its text.

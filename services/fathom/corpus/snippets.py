@@ -8,7 +8,6 @@ one compiled regular expression per query instead of analysing every document ag
 from __future__ import annotations
 
 import re
-from bisect import bisect_right
 from collections.abc import Sequence
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]?\s+(?=[\"'(\[]?[A-Z0-9])")
@@ -43,48 +42,74 @@ class SnippetMatcher:
     def snippet(self, text: str, max_chars: int) -> str:
         if len(text) <= max_chars:
             return text
-        spans = sentence_spans(text)
-        if not spans:
-            return _clip(text, 0, max_chars)
-        best = self._best_window(text, spans, max_chars) if self._pattern else 0
-        start = spans[best][0]
-        end = start
-        for a, b in spans[best:]:
-            if b - start > max_chars and end > start:
-                break
-            end = b
-        return _clip(text, start, min(end, start + max_chars), leading=start > 0)
+        matches = (
+            [(m.start(), m.end(), m.group(1).lower()) for m in self._pattern.finditer(text)]
+            if self._pattern
+            else []
+        )
+        if not matches:
+            return _clip(text, 0, _sentence_end_before(text, 0, max_chars))
+        first, last = _best_cluster(matches, max_chars)
+        cluster_start, cluster_end = matches[first][0], matches[last][1]
+        # Start at the beginning of the sentence holding the first match when the window allows it.
+        slack = max_chars - (cluster_end - cluster_start)
+        start = _sentence_start(text, cluster_start, max(0, cluster_start - max(slack, 0)))
+        end = _sentence_end_before(text, max(cluster_end, start), start + max_chars)
+        return _clip(text, start, end, leading=start > 0)
 
-    def _best_window(self, text: str, spans: list[tuple[int, int]], max_chars: int) -> int:
-        assert self._pattern is not None
-        starts = [a for a, _ in spans]
-        # Per sentence: the distinct stems it mentions and how often.
-        hits: list[dict[str, int]] = [{} for _ in spans]
-        for m in self._pattern.finditer(text):
-            i = bisect_right(starts, m.start()) - 1
-            key = m.group(1).lower()
-            hits[i][key] = hits[i].get(key, 0) + 1
-        if not any(hits):
-            return 0
-        best_i, best_score = 0, -1.0
-        for i in range(len(spans)):
-            covered: dict[str, int] = {}
-            for j in range(i, len(spans)):
-                if j > i and spans[j][1] - spans[i][0] > max_chars:
-                    break
-                for k, v in hits[j].items():
-                    covered[k] = covered.get(k, 0) + v
-            # Distinct stems dominate; repetitions break ties; earlier windows win a draw.
-            score = len(covered) + 0.1 * min(sum(covered.values()), 10) - 0.001 * i
-            if score > best_score:
-                best_i, best_score = i, score
-        return best_i
+
+def _best_cluster(matches: list[tuple[int, int, str]], max_chars: int) -> tuple[int, int]:
+    """Indices of the first and last match of the window with the most distinct query stems.
+
+    Two pointers over the matches: O(number of matches). Repetitions break ties, then position.
+    """
+    best = (0, 0)
+    best_score = -1.0
+    counts: dict[str, int] = {}
+    lo = 0
+    for hi, (_, end, stem) in enumerate(matches):
+        counts[stem] = counts.get(stem, 0) + 1
+        while end - matches[lo][0] > max_chars:
+            old = matches[lo][2]
+            counts[old] -= 1
+            if not counts[old]:
+                del counts[old]
+            lo += 1
+        score = len(counts) + 0.1 * min(hi - lo + 1, 10)
+        if score > best_score:
+            best, best_score = (lo, hi), score
+    return best
+
+
+def _sentence_start(text: str, pos: int, floor: int) -> int:
+    """Start of the sentence containing pos if it begins at or after floor, else a word boundary."""
+    start = -1
+    for m in _SENTENCE_END.finditer(text, floor, pos + 1):
+        if m.end() <= pos:
+            start = m.end()
+    if start >= 0:
+        return start
+    if floor == 0:
+        return 0
+    space = text.find(" ", floor, pos)
+    return space + 1 if space >= 0 else pos
+
+
+def _sentence_end_before(text: str, at_least: int, limit: int) -> int:
+    """End of the last sentence finishing in [at_least, limit], else limit itself."""
+    limit = min(limit, len(text))
+    if limit >= len(text):
+        return len(text)
+    best = -1
+    for m in _SENTENCE_END.finditer(text, at_least, limit + 1):
+        if m.start() <= limit:
+            best = m.start()
+    return best if best > at_least else limit
 
 
 def _clip(text: str, start: int, end: int, leading: bool = False) -> str:
     piece = text[start:end].strip()
-    trailing = end < len(text)
-    if trailing and end - start >= 1 and not piece.endswith((".", "!", "?")):
+    if end < len(text) and not piece.endswith((".", "!", "?", '."', ".)")):
         cut = piece.rfind(" ")
         if cut > len(piece) // 2:
             piece = piece[:cut]

@@ -77,6 +77,8 @@ class TransformersBackend:
         self._pending_lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fathom-generate")
         self._closed = False
+        self.batches_run = 0  # generate / scoring calls made; with requests served, shows batching at work
+        self.requests_served = 0
 
     # ----------------------------------------------------------------- loading
 
@@ -240,6 +242,8 @@ class TransformersBackend:
             for r in batch:
                 r.future.set_exception(error)
             return
+        self.batches_run += 1
+        self.requests_served += len(batch)
         for r, result in zip(batch, results, strict=True):
             r.future.set_result(result)
 

@@ -226,7 +226,9 @@ def _serve(host: str, routes_for: Callable[[int], dict[str, Callable[[dict[str, 
 @pytest.fixture(scope="session")
 def secret_site() -> Iterator[Site]:
     server, site = _serve("127.0.0.2", lambda port: {
-        "/secret": lambda q: (200, {"Content-Type": "text/plain"}, SECRET.encode()),
+        # CORS open, so only our guard (not the browser's same-origin policy) keeps scripts out.
+        "/secret": lambda q: (200, {"Content-Type": "text/plain", "Access-Control-Allow-Origin": "*"},
+                              SECRET.encode()),
     })
     yield site
     server.shutdown()

@@ -110,3 +110,16 @@ def test_missing_index_is_a_search_error(tmp_path: Path) -> None:
 def test_without_base_url_hits_link_to_original(small_corpus_dir: Path) -> None:
     hits = LocalSearchBackend(small_corpus_dir, None).search_sync("Lilu mythology", 1)
     assert hits[0].url.startswith("https://en.wikipedia.org/wiki/Lilu")
+
+
+def test_feedback_ranking_is_safe_and_finds_more(small_corpus_dir: Path) -> None:
+    from fathom.tools.search.local import RankingParams
+
+    feedback = LocalSearchBackend(small_corpus_dir, BASE, ranking=RankingParams(feedback_docs=1))
+    hits = feedback.search_sync(
+        "Who was the first president of the publisher of Journal of Psychotherapy Integration?", 10
+    )
+    assert len(hits) == 10
+    assert hits[0].title == "Journal of Psychotherapy Integration"
+    for query in ('"', "AND (", "the of", ""):
+        assert isinstance(feedback.search_sync(query, 5), list)

@@ -128,19 +128,27 @@ def _split_inline(text: str) -> dict[str, str]:
     return out
 
 
+_SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+")
+
+
 def _clean_prose(block: str | None) -> str:
     if block is None:
         return ""
     lines: list[str] = []
     seen: set[str] = set()
     for raw in block.splitlines():
-        line = raw.strip()
-        key = line.lower()
-        if line and key in seen:
-            continue  # weak models loop; a repeated line adds nothing
-        if line:
-            seen.add(key)
-        lines.append(line)
+        # Weak models loop at temperature 0; a sentence said again adds nothing.
+        kept: list[str] = []
+        for sentence in _SENTENCE_BREAK.split(raw.strip()):
+            key = " ".join(sentence.lower().split())
+            if key and key in seen:
+                continue
+            if key:
+                seen.add(key)
+            kept.append(sentence)
+        line = " ".join(kept).strip()
+        if line or not raw.strip():
+            lines.append(line)
     prose = "\n".join(lines).strip().strip("*_").strip()
     if prose.lower().rstrip(".") in _EMPTY_MARKERS or not any(c.isalnum() for c in prose):
         return ""

@@ -32,6 +32,7 @@ from fathom.core.config import FetchSettings
 from fathom.core.errors import FetchError, SSRFError
 from fathom.core.logging import get_logger
 from fathom.tools.fetch.base import FetchedPage
+from fathom.tools.fetch.process_tree import chromium_browser_pids
 from fathom.tools.fetch.sniff import parse_content_type
 from fathom.tools.fetch.ssrf import SSRFGuard
 
@@ -86,9 +87,11 @@ class BrowserPool:
         return self._browser is not None and self._browser.is_connected()
 
     def browser_pid(self) -> int | None:
-        """PID of the Chromium process, for memory accounting (None before the first fetch)."""
-        proc: Any = getattr(getattr(self._browser, "_impl_obj", None), "_process", None)
-        return getattr(proc, "pid", None)
+        """PID of the running Chromium main process (None before the first fetch)."""
+        if not self.started:
+            return None
+        pids = chromium_browser_pids()
+        return pids[-1] if pids else None
 
     async def fetch(self, url: str, *, deadline_s: float) -> FetchedPage:
         if self._closed:
@@ -98,6 +101,8 @@ class BrowserPool:
         fetched_at = datetime.now(UTC)
         try:
             async with asyncio.timeout(deadline_s):
+                if self._recycling is not None:  # a relaunch is due: wait for it, then use the new one
+                    await asyncio.shield(self._recycling)
                 await self._ensure_browser()
                 slot = await self._slots.get()
                 healthy = False
@@ -182,9 +187,10 @@ class BrowserPool:
             await slot.context.route_web_socket("**/*", _refuse_websocket)
         page = await slot.context.new_page()
         inflight = slot.inflight
-        page.on("request", inflight.add)
-        page.on("requestfinished", inflight.discard)
-        page.on("requestfailed", inflight.discard)
+        # Playwright wants plain functions as handlers (it tags them), not bound builtins.
+        page.on("request", lambda r: inflight.add(r))
+        page.on("requestfinished", lambda r: inflight.discard(r))
+        page.on("requestfailed", lambda r: inflight.discard(r))
         slot.page = page
         return page
 

@@ -57,8 +57,7 @@ class SnapshotStore:
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        with self._lock:
-            self._conn().executescript(_SCHEMA)
+        self._conn().executescript(_SCHEMA)
 
     def put(self, page: FetchedPage, extractor_version: str) -> PageSnapshot:
         sha = hashlib.sha256(page.body).hexdigest()

@@ -6,6 +6,8 @@ query syntax), so any user text is safe. BM25 over title and text with the title
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,9 +27,15 @@ MAX_TOP_K = 100
 class RankingParams:
     """Weights found by the recall benchmark on the pooled closed corpus (fathom.bench.search)."""
 
-    title_boost: float = 2.0
+    title_boost: float = 0.75
     text_boost: float = 1.0
     max_terms: int = 32  # very long pasted queries: keep the first terms only
+    # Pseudo-relevance feedback (off by default: it doubles the cost of a query). When on, the
+    # best terms of the top `feedback_docs` results are added with weight `feedback_weight`;
+    # this pulls in the bridge entities of multi-hop questions.
+    feedback_docs: int = 0
+    feedback_terms: int = 10
+    feedback_weight: float = 0.5
     fusion_depth: int = 100  # hybrid only: candidates taken from each ranking before RRF
     rrf_k: int = 60
 
@@ -89,13 +97,49 @@ class LocalSearchBackend:
                 clauses.append((tantivy.Occur.Should, q))
         return tantivy.Query.boolean_query(clauses)
 
+    def _feedback_query(
+        self, terms: list[str], first: list[tuple[float, tantivy.DocAddress]]
+    ) -> tantivy.Query:
+        """The query extended with the most telling terms of the first results (RM3-like)."""
+        r = self.ranking
+        weights: dict[str, float] = {}
+        skip = set(terms)
+        for score, addr in first[: r.feedback_docs]:
+            doc = self._searcher.doc(addr)
+            tokens = self._analyzer.content_tokens(f"{doc.get_first('title')} {doc.get_first('text')}")
+            if not tokens:
+                continue
+            for tok, tf in Counter(t for t in tokens if t not in skip and not t.isdigit()).items():
+                weights[tok] = weights.get(tok, 0.0) + score * tf / len(tokens)
+        n = self._searcher.num_docs
+        scored = sorted(
+            ((w * math.log(1 + n / (1 + self._searcher.doc_freq("text", t))), t) for t, w in weights.items()),
+            reverse=True,
+        )
+        clauses: list[tuple[tantivy.Occur, tantivy.Query]] = [(tantivy.Occur.Should, self.build_query(terms))]
+        for _, term in scored[: r.feedback_terms]:
+            for field, boost in (("title", r.title_boost), ("text", r.text_boost)):
+                q = tantivy.Query.term_query(self._schema, field, term, index_option="freq")
+                clauses.append(
+                    (tantivy.Occur.Should, tantivy.Query.boost_query(q, boost * r.feedback_weight))
+                )
+        return tantivy.Query.boolean_query(clauses)
+
+    def _scored(self, terms: list[str], top_k: int) -> list[tuple[float, tantivy.DocAddress]]:
+        query = self.build_query(terms)
+        limit = max(top_k, self.ranking.feedback_docs)
+        hits = [(float(s), a) for s, a in self._searcher.search(query, limit=limit, count=False).hits]
+        if self.ranking.feedback_docs > 0 and hits:
+            query = self._feedback_query(terms, hits)
+            hits = [(float(s), a) for s, a in self._searcher.search(query, limit=top_k, count=False).hits]
+        return hits[:top_k]
+
     def ranked(self, query: str, top_k: int) -> list[tuple[float, tantivy.DocAddress]]:
         """(score, address) of the best documents: the retrieval step alone, for benchmarks."""
         terms = self._analyzer.terms(query)
         if not terms:
             return []
-        result = self._searcher.search(self.build_query(terms), limit=top_k, count=False)
-        return [(float(score), addr) for score, addr in result.hits]
+        return self._scored(terms, top_k)
 
     def ranked_ids(self, query: str, top_k: int) -> list[str]:
         """Document ids, best first: BM25, or BM25 fused with dense vectors when configured."""
@@ -103,7 +147,9 @@ class LocalSearchBackend:
 
     def _ranked(self, query: str, top_k: int) -> list[tuple[str, tuple[float, tantivy.DocAddress | None]]]:
         depth = max(top_k, self.ranking.fusion_depth) if self.dense is not None else top_k
-        bm25 = [(self._searcher.doc(a).get_first("id"), (s, a)) for s, a in self.ranked(query, depth)]
+        bm25: list[tuple[str, tuple[float, tantivy.DocAddress | None]]] = [
+            (str(self._searcher.doc(a).get_first("id")), (s, a)) for s, a in self.ranked(query, depth)
+        ]
         if self.dense is None:
             return bm25
         by_id: dict[str, tuple[float, tantivy.DocAddress | None]] = dict(bm25)
@@ -124,7 +170,7 @@ class LocalSearchBackend:
         if not terms:
             return []
         if self.dense is None:
-            scored = self._searcher.search(self.build_query(terms), limit=top_k, count=False).hits
+            scored = self._scored(terms, top_k)
         else:
             scored = []
             for doc_id, (s, a) in self._ranked(query, top_k):
@@ -135,7 +181,7 @@ class LocalSearchBackend:
         hits: list[SearchHit] = []
         for score, addr in scored:
             doc = self._searcher.doc(addr)
-            doc_id = doc.get_first("id")
+            doc_id = str(doc.get_first("id"))
             text = doc.get_first("text") or ""
             hits.append(
                 SearchHit(
