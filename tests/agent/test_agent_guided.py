@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
+
 import pytest
 from agent_scripted import InMemoryTools, ScriptedBackend
-
 from fathom.agent import guided as g
 from fathom.agent import protocol as p
 from fathom.agent.loop import AgentLoop
@@ -96,7 +96,8 @@ async def test_guided_loop_searches_reads_then_answers() -> None:
     actions = [s.meta["guided_action"] for s in traj.steps]
     assert actions == ["search_urls", "query_url", "answer"]
     read = traj.steps[1].tool_calls[0]
-    assert read.ok and read.arguments == {"url": "https://mountains.example/k2", "goal": "who climbed it first"}
+    assert read.ok
+    assert read.arguments == {"url": "https://mountains.example/k2", "goal": "who climbed it first"}
     assert "1954" in (read.result or "")
     assert traj.stop_reason == "answered" and traj.answer == "Lacedelli and Compagnoni"
     offered = [r.params.choices for r in backend.requests if r.params.choices]

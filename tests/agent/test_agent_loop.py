@@ -6,7 +6,6 @@ import asyncio
 
 import pytest
 from agent_scripted import WEB, InMemoryTools, ScriptedBackend
-
 from fathom.agent import protocol as p
 from fathom.agent.loop import AgentLoop
 from fathom.agent.trajectory import Step, Trajectory
@@ -143,8 +142,8 @@ async def test_context_budget_forces_a_final_answer_and_is_never_exceeded() -> N
 async def test_huge_tool_responses_are_cut_to_fit() -> None:
     huge = (SearchHit("Everest almanac", "https://almanac.example/everest", "Everest almanac"),
             "Everest height data. " * 5_000)
-    backend = ScriptedBackend([read("https://almanac.example/everest", "Everest height data"), answer("8,849")],
-                              chars_per_token=1)
+    turns = [read("https://almanac.example/everest", "Everest height data"), answer("8,849")]
+    backend = ScriptedBackend(turns, chars_per_token=1)
     traj = await make_loop(backend, InMemoryTools(web=[huge])).run("How high is Everest?")
     call = traj.steps[0].tool_calls[0]
     assert call.meta["truncated_from_chars"] > len(call.result or "")
@@ -160,7 +159,8 @@ async def test_a_turn_without_tool_calls_ends_the_loop() -> None:
 
 
 async def test_tool_call_limit() -> None:
-    turn = p.format_turn("Many searches.", [("search_urls", {"query": q}) for q in ("Everest", "K2", "Danube")])
+    queries = ("Everest", "K2", "Danube")
+    turn = p.format_turn("Many searches.", [("search_urls", {"query": q}) for q in queries])
 
     def script(i: int, prompt: str) -> str:
         return answer("x") if prompt.endswith(p.final_answer_nudge()) else turn
@@ -234,3 +234,13 @@ async def test_a_turn_cut_by_the_budget_ends_with_a_final_answer_turn() -> None:
     assert first.finish_reason == "length" and final.forced_final
     assert traj.stop_reason == "context_budget" and traj.answer == "unsure"
     assert traj.total_tokens <= p.MAX_CONTEXT_TOKENS
+
+
+async def test_a_hallucinated_tool_response_is_cut_off() -> None:
+    turn = search("K2") + "\n<tool_response>\nK2 was first climbed by me.\n</tool_response>\n\\boxed{me}"
+    backend = ScriptedBackend([turn, answer("Lacedelli and Compagnoni")])
+    traj = await make_loop(backend).run(K2)
+    first = traj.steps[0]
+    assert first.text == search("K2") + "\n" and first.answer is None
+    assert "first climbed by me" not in backend.requests[1].prompt
+    assert traj.answer == "Lacedelli and Compagnoni"

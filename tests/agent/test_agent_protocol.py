@@ -6,12 +6,11 @@ import json
 import string
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from fathom.agent import protocol as p
 from fathom.agent.trajectory import Step, ToolCall
 from fathom.tools.base import TOOL_SPECS
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 # --- the prompt ------------------------------------------------------------------------------
 
@@ -66,29 +65,31 @@ def _call(body: str) -> ToolCall:
     return turn.tool_calls[0]
 
 
+S, Q = '{"name": "search_urls", "arguments": ', '{"name": "query_url", "arguments": '
 MALFORMED = [
     ("", "the tool call is empty"),
-    ('{"name": "search_urls", "arguments": {"query": "x"}', "not valid JSON"),
+    (S + '{"query": "x"}', "not valid JSON"),
     ("search_urls(query='x')", "not valid JSON"),
     ('["search_urls", {"query": "x"}]', "must be a JSON object"),
     ('{"arguments": {"query": "x"}}', 'no "name" string'),
-    ('{"name": "browse", "arguments": {"query": "x"}}', "unknown tool 'browse'; available tools: search_urls, query_url"),
+    ('{"name": "browse", "arguments": {"query": "x"}}',
+     "unknown tool 'browse'; available tools: search_urls, query_url"),
     ('{"name": "search_urls"}', 'has no "arguments" object'),
-    ('{"name": "search_urls", "arguments": "{\\"query\\": \\"x\\"}"}', "must be a JSON object, not a JSON string"),
-    ('{"name": "search_urls", "arguments": {"query": "x"}, "id": 3}', "unexpected key(s) 'id'"),
-    ('{"name": "search_urls", "arguments": {}}', "search_urls needs 'query'"),
-    ('{"name": "search_urls", "arguments": {"query": "x", "lang": "en"}}', "does not take 'lang'"),
-    ('{"name": "search_urls", "arguments": {"query": 42}}', "'query' must be a string, not a JSON number"),
-    ('{"name": "search_urls", "arguments": {"query": "   "}}', "'query' must not be empty"),
-    ('{"name": "search_urls", "arguments": {"query": "x", "top_k": "5"}}', "'top_k' must be an integer"),
-    ('{"name": "search_urls", "arguments": {"query": "x", "top_k": 2.5}}', "'top_k' must be an integer"),
-    ('{"name": "search_urls", "arguments": {"query": "x", "top_k": true}}', "'top_k' must be an integer"),
-    ('{"name": "search_urls", "arguments": {"query": "x", "top_k": 0}}', "'top_k' must be between 1 and 50"),
-    ('{"name": "search_urls", "arguments": {"query": "x", "top_k": 500}}', "'top_k' must be between 1 and 50"),
-    ('{"name": "query_url", "arguments": {"url": "https://a.example/"}}', "query_url needs 'goal'"),
-    ('{"name": "query_url", "arguments": {"url": "file:///etc/passwd", "goal": "g"}}', "full http or https"),
-    ('{"name": "query_url", "arguments": {"url": "mountains.example/k2", "goal": "g"}}', "full http or https"),
-    ('{"name": "query_url", "arguments": {"url": null, "goal": "g"}}', "'url' must be a string, not a JSON null"),
+    (S + '"{\\"query\\": \\"x\\"}"}', "must be a JSON object, not a JSON string"),
+    (S + '{"query": "x"}, "id": 3}', "unexpected key(s) 'id'"),
+    (S + '{}}', "search_urls needs 'query'"),
+    (S + '{"query": "x", "lang": "en"}}', "does not take 'lang'"),
+    (S + '{"query": 42}}', "'query' must be a string, not a JSON number"),
+    (S + '{"query": "   "}}', "'query' must not be empty"),
+    (S + '{"query": "x", "top_k": "5"}}', "'top_k' must be an integer"),
+    (S + '{"query": "x", "top_k": 2.5}}', "'top_k' must be an integer"),
+    (S + '{"query": "x", "top_k": true}}', "'top_k' must be an integer"),
+    (S + '{"query": "x", "top_k": 0}}', "'top_k' must be between 1 and 50"),
+    (S + '{"query": "x", "top_k": 500}}', "'top_k' must be between 1 and 50"),
+    (Q + '{"url": "https://a.example/"}}', "query_url needs 'goal'"),
+    (Q + '{"url": "file:///etc/passwd", "goal": "g"}}', "full http or https"),
+    (Q + '{"url": "mountains.example/k2", "goal": "g"}}', "full http or https"),
+    (Q + '{"url": null, "goal": "g"}}', "'url' must be a string, not a JSON null"),
     ("[" * 100_000, "JSON"),
 ]
 
@@ -199,7 +200,8 @@ def test_boxed_with_nested_braces(prefix: str, content: str, suffix: str) -> Non
 
 
 def test_tool_responses_are_one_user_turn_then_think_reopens() -> None:
-    ok = ToolCall(index=0, name="search_urls", arguments={"query": "x"}, raw="", result="1. [A](https://a)", ok=True)
+    ok = ToolCall(index=0, name="search_urls", arguments={"query": "x"}, raw="",
+                  result="1. [A](https://a)", ok=True)
     bad = ToolCall(index=1, name=None, arguments={}, raw="{", error="the tool call is not valid JSON")
     text = p.format_tool_responses([ok, bad])
     assert text == (
@@ -225,8 +227,10 @@ def test_a_tag_inside_an_argument_cannot_break_the_block() -> None:
 
 def test_rebuild_context_replays_the_exact_text() -> None:
     call = ToolCall(index=0, name="search_urls", arguments={"query": "x"}, raw="", result="r", ok=True)
-    s0 = Step(index=0, text="\na\n</think>\n\n<tool_call>...</tool_call>", think="a", tool_calls=[call], answer=None)
-    s1 = Step(index=1, text="\nb\n</think>\n\n\\boxed{y}", think="b", tool_calls=[], answer="y", forced_final=True)
+    s0 = Step(index=0, text="\na\n</think>\n\n<tool_call>...</tool_call>", think="a", tool_calls=[call],
+              answer=None)
+    s1 = Step(index=1, text="\nb\n</think>\n\n\\boxed{y}", think="b", tool_calls=[], answer="y",
+              forced_final=True)
     ctx = p.rebuild_context("PROMPT", [s0, s1])
     assert ctx == ("PROMPT" + s0.text + "<|im_end|>\n" + p.format_tool_responses([call])
                    + p.final_answer_nudge() + s1.text + "<|im_end|>\n")

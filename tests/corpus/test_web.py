@@ -132,3 +132,14 @@ async def test_browser_renders_js_page(web: LocalWeb) -> None:
             await browser.close()
     assert doc.title in text
     assert paragraphs(doc.text)[0][:60] in text
+
+
+def test_main_text_extractor_strips_the_boilerplate(web: LocalWeb) -> None:
+    import trafilatura
+
+    static, _ = _static_and_js(web)
+    doc = web.corpus.get(static)
+    extracted = trafilatura.extract(httpx.get(web.url_for(static)).text) or ""
+    assert doc.text[:60] in extracted
+    for boilerplate in ("Related articles", "Privacy policy", "Main page", "Printable version"):
+        assert boilerplate not in extracted

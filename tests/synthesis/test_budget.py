@@ -1,33 +1,16 @@
 from __future__ import annotations
 
 import pytest
-
-from fathom.agent.trajectory import Step, ToolCall, Trajectory
 from fathom.core.errors import ConfigError
 from fathom.synthesis.budget import fit_trace
 from fathom.synthesis.protocol import reformat_trace
 
-from .traces import build_trajectory
+from .traces import build_trajectory, long_trajectory
 
 
 def chars_over_four(text: str) -> int:
     """A tokenizer-free count with the usual ~4 characters per token of English text."""
     return len(text) // 4
-
-
-def _long_trace() -> Trajectory:
-    """The realistic trace plus four more page reads of very different lengths."""
-    traj = build_trajectory()
-    sizes = [20_000, 40_000, 20_000, 4_000]  # calls 7, 8, 9, 10
-    calls = []
-    for i, size in enumerate(sizes):
-        paragraph = f"Page {i} evidence: Webb's sunshield has five layers of Kapton film. "
-        calls.append(ToolCall(index=i, name="query_url",
-                              arguments={"url": f"https://archive.example.org/webb/{i}", "goal": "sunshield"},
-                              raw="{}", result=(paragraph * (size // len(paragraph) + 1))[:size], ok=True))
-    traj.steps.insert(3, Step(index=4, text="More about the sunshield.</think>", think="", tool_calls=calls,
-                              answer=None))
-    return traj
 
 
 def test_trace_that_fits_is_left_alone() -> None:
@@ -38,7 +21,7 @@ def test_trace_that_fits_is_left_alone() -> None:
 
 
 def test_longest_response_is_shortened_first() -> None:
-    traj = _long_trace()
+    traj = long_trajectory()
     full = chars_over_four(reformat_trace(traj))
     fit = fit_trace(traj, chars_over_four, full - 5_000)  # shortening the 40k page saves ~9.7k tokens
     assert fit.clipped_responses == [8]
@@ -47,7 +30,7 @@ def test_longest_response_is_shortened_first() -> None:
 
 
 def test_tight_budget_drops_responses_but_keeps_every_call_listed() -> None:
-    traj = _long_trace()
+    traj = long_trajectory()
     fit = fit_trace(traj, chars_over_four, 2_500)
     assert fit.tokens == chars_over_four(fit.text) <= 2_500
     # the failed call goes first, then the longest, the older of equally long ones first
@@ -60,6 +43,6 @@ def test_tight_budget_drops_responses_but_keeps_every_call_listed() -> None:
 
 def test_impossible_budget_is_a_clear_error() -> None:
     with pytest.raises(ConfigError, match="context_tokens"):
-        fit_trace(_long_trace(), chars_over_four, 200)
+        fit_trace(long_trajectory(), chars_over_four, 200)
     with pytest.raises(ConfigError):
-        fit_trace(_long_trace(), chars_over_four, 0)
+        fit_trace(long_trajectory(), chars_over_four, 0)

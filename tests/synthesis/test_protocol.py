@@ -22,9 +22,10 @@ def test_reformat_trace_drops_system_and_think_tags_and_marks_results() -> None:
     assert text.startswith(f"USER: {QUESTION}")
     # reasoning stays, as ASSISTANT turns; tool responses come back as USER turns marked as results
     assert "ASSISTANT: I need the launch facts first, then the first images." in text
-    assert "[tool call 1: search_urls(query=\"James Webb Space Telescope launch deployment\", top_k=4)]" in text
+    first_call = 'search_urls(query="James Webb Space Telescope launch deployment", top_k=4)'
+    assert f"[tool call 1: {first_call}]" in text
     assert "USER: [SEARCH RESULT 1 for search_urls(" in text
-    assert "[SEARCH RESULT 3 for query_url(url=\"https://en.wikipedia.org/wiki/James_Webb_Space_Telescope\"" in text
+    assert f'[SEARCH RESULT 3 for query_url(url="{WIKI}"' in text
     assert "gold-plated beryllium" in text
     assert "could not fetch the page" in text  # failed calls are shown too
     # the list of calls made closes the trace, one numbered line per call
@@ -64,7 +65,8 @@ def test_url_normalisation_trims_prose_punctuation_but_keeps_balanced_parenthese
 def test_build_prompt_is_chatml_opened_inside_think() -> None:
     traj = build_trajectory()
     prompt = build_prompt(QUESTION, reformat_trace(traj), trace_urls(traj))
-    assert prompt.startswith("<|im_start|>system\n" + SYNTHESIZER_SYSTEM_PROMPT + "<|im_end|>\n<|im_start|>user\n")
+    head = "<|im_start|>system\n" + SYNTHESIZER_SYSTEM_PROMPT + "<|im_end|>\n<|im_start|>user\n"
+    assert prompt.startswith(head)
     assert prompt.endswith("<|im_end|>\n<|im_start|>assistant\n<think>\n")
     assert "SEARCH TRACE:\nUSER: " in prompt
     assert STSCI in prompt.split("URLS YOU MAY CITE:", 1)[1]

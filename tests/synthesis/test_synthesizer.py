@@ -5,7 +5,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from fathom.core.config import Settings
 from fathom.core.errors import ModelError
 from fathom.models.base import ModelBackend
@@ -13,8 +12,7 @@ from fathom.synthesis import Report, Synthesizer, write_report
 from fathom.synthesis.protocol import trace_urls
 
 from .scripted import INVENTED, PLAN, ScriptedSynthesizerModel
-from .test_budget import _long_trace
-from .traces import ARIANE, ESA, L2, NASA, QUESTION, SMACS, STSCI, WIKI, build_trajectory
+from .traces import ARIANE, ESA, L2, NASA, QUESTION, SMACS, STSCI, WIKI, build_trajectory, long_trajectory
 
 
 async def test_unguided_plan_then_report_with_checked_citations(tmp_path: Path) -> None:
@@ -69,7 +67,7 @@ async def test_unguided_plan_then_report_with_checked_citations(tmp_path: Path) 
 async def test_long_trace_is_compacted_to_fit_the_context() -> None:
     model = ScriptedSynthesizerModel()
     role = Settings().synthesizer.model_copy(update={"context_tokens": 9_000, "max_new_tokens": 2_000})
-    report = await Synthesizer(model, role).synthesize(QUESTION, _long_trace())
+    report = await Synthesizer(model, role).synthesize(QUESTION, long_trajectory())
     prompt, _ = model.prompts[0]
     assert model.count_tokens(prompt) <= 9_000 - 2_000
     assert report.meta["trace_clipped_responses"] or report.meta["trace_dropped_responses"]

@@ -126,7 +126,8 @@ def build_trajectory() -> Trajectory:
              text="The Wikipedia and STScI pages should have the details. I also saw "
                   "https://hallucinated.example.org/in-reasoning in my head.</think>\n"
                   + _tc("query_url", a3) + _tc("query_url", a4),
-             think="...", tool_calls=[_call(0, "query_url", a3, PAGE_WIKI), _call(1, "query_url", a4, PAGE_STSCI)],
+             think="...",
+             tool_calls=[_call(0, "query_url", a3, PAGE_WIKI), _call(1, "query_url", a4, PAGE_STSCI)],
              answer=None),
         Step(index=2,
              text="ESA's role and one more page.</think>\n" + _tc("query_url", a5) + _tc("query_url", a6),
@@ -146,3 +147,18 @@ def build_trajectory() -> Trajectory:
     ]
     return Trajectory(question=QUESTION, prompt=PROMPT, steps=steps,
                       answer=steps[-1].answer, stop_reason="answered", model="test-trace")
+
+
+def long_trajectory() -> Trajectory:
+    """The realistic trace plus four more page reads of very different lengths."""
+    traj = build_trajectory()
+    sizes = [20_000, 40_000, 20_000, 4_000]  # calls 7, 8, 9, 10
+    calls = []
+    for i, size in enumerate(sizes):
+        paragraph = f"Page {i} evidence: Webb's sunshield has five layers of Kapton film. "
+        calls.append(ToolCall(index=i, name="query_url",
+                              arguments={"url": f"https://archive.example.org/webb/{i}", "goal": "sunshield"},
+                              raw="{}", result=(paragraph * (size // len(paragraph) + 1))[:size], ok=True))
+    traj.steps.insert(3, Step(index=4, text="More about the sunshield.</think>", think="", tool_calls=calls,
+                              answer=None))
+    return traj

@@ -123,7 +123,8 @@ class AgentLoop:
                 traj.steps.append(step)
                 traj.total_tokens = self.backend.count_tokens(context)
                 self._time(step, started)
-                budget_cut = completion.finish_reason == "length" and allowance < self.settings.max_new_tokens_per_turn
+                budget_cut = (completion.finish_reason == "length"
+                              and allowance < self.settings.max_new_tokens_per_turn)
                 if budget_cut and step.answer is None:
                     await self._emit(on_step, step, traj)
                     return await self._final_turn(traj, context, "context_budget", on_step)
@@ -167,7 +168,8 @@ class AgentLoop:
         context += protocol.final_answer_nudge()
         context_tokens = self.backend.count_tokens(context)
         end_tokens = self.backend.count_tokens(protocol.END_OF_TURN)
-        allowance = min(self.final_answer_tokens, budget - context_tokens - end_tokens - protocol.BUDGET_SLACK_TOKENS)
+        room = budget - context_tokens - end_tokens - protocol.BUDGET_SLACK_TOKENS
+        allowance = min(self.final_answer_tokens, room)
         traj.stop_reason = reason
         if allowance <= 0:  # only reachable with a reserve smaller than the nudge
             traj.answer = self._last_answer(traj)
@@ -220,7 +222,8 @@ class AgentLoop:
             index=index, text=completion.text, think=parsed.think, tool_calls=parsed.tool_calls,
             answer=parsed.answer, token_ids=completion.token_ids, logprobs=completion.logprobs,
             prompt_tokens=context_tokens,
-            completion_tokens=completion.usage.completion_tokens or self.backend.count_tokens(completion.text),
+            completion_tokens=(completion.usage.completion_tokens
+                               or self.backend.count_tokens(completion.text)),
             finish_reason=completion.finish_reason, model_s=completion.latency_s, meta=meta,
         )
 
@@ -248,7 +251,8 @@ class AgentLoop:
             if call.error is None and budget_left is not None:
                 if budget_left <= 0:
                     limit = self.settings.max_tool_calls
-                    call.error = f"not run: the limit of {limit} tool calls is reached; give your final answer"
+                    call.error = (f"not run: the limit of {limit} tool calls is reached; "
+                                  "give your final answer")
                 budget_left -= 1
             runnable.append(call)
         t0 = time.perf_counter()
@@ -316,7 +320,8 @@ class AgentLoop:
         if limit is None:
             return None
         skip = {id(c) for c in exclude or []}
-        used = sum(1 for c in traj.tool_calls if c.error is None and c.result is not None and id(c) not in skip)
+        used = sum(1 for c in traj.tool_calls
+                   if c.error is None and c.result is not None and id(c) not in skip)
         return max(0, limit - used)
 
     @staticmethod

@@ -18,7 +18,6 @@ Read top to bottom against the paper (FATHOM.md, "The search agent protocol"):
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -177,10 +176,8 @@ def parse_turn(text: str, tools: Sequence[ToolSpec] = TOOL_SPECS) -> ParsedTurn:
         pos = end + len(CALL_CLOSE)
 
     stray = "".join(outside)
-    if THINK_CLOSE in stray:
-        stray = stray.partition(THINK_CLOSE)[2]
-    else:  # no </think>: the text before the first call was taken as the thinking
-        stray = "".join(outside[1:])
+    # without </think>, the text before the first call was taken as the thinking
+    stray = stray.partition(THINK_CLOSE)[2] if THINK_CLOSE in stray else "".join(outside[1:])
     if CALL_CLOSE in "".join(outside):
         errors.append(f"stray {CALL_CLOSE} without an opening {CALL_OPEN}")
     if RESPONSE_OPEN in text or RESPONSE_CLOSE in text:
@@ -247,7 +244,8 @@ def check_arguments(spec: ToolSpec, arguments: dict[str, Any]) -> str | None:
             if not value.strip():
                 return f"{spec.name}: {key!r} must not be empty"
             if len(value) > MAX_STRING_ARG_CHARS:
-                return f"{spec.name}: {key!r} is too long ({len(value)} characters, at most {MAX_STRING_ARG_CHARS})"
+                return (f"{spec.name}: {key!r} is too long ({len(value)} characters, "
+                        f"at most {MAX_STRING_ARG_CHARS})")
         elif expected == "integer" and (not isinstance(value, int) or isinstance(value, bool)):
             return f"{spec.name}: {key!r} must be an integer, not a JSON {_json_type(value)}"
     if "top_k" in arguments and not TOP_K_MIN <= arguments["top_k"] <= TOP_K_MAX:

@@ -191,3 +191,44 @@ def print_report(result: dict[str, Any], console: Console) -> None:
 
 if __name__ == "__main__":
     run_search_bench()
+
+
+def run_local_web_bench(corpus_dir: Path, requests: int = 8000, connections: int = 8) -> dict[str, float]:
+    """Requests per second of the local web: keep-alive raw HTTP clients, article pages only."""
+    import asyncio
+
+    from fathom.corpus.web import LocalWeb
+
+    web = LocalWeb(corpus_dir).start()
+    ids = web.corpus.ids()
+    per_conn = max(1, requests // connections)
+
+    async def client(offset: int) -> None:
+        reader, writer = await asyncio.open_connection(web.host, web.port)
+        for i in range(per_conn):
+            doc_id = ids[(offset + i) % len(ids)]
+            writer.write(f"GET /wiki/{doc_id} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
+            await writer.drain()
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next(
+                int(line.split(b":")[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length")
+            )
+            await reader.readexactly(length)
+        writer.close()
+
+    async def run() -> float:
+        started = time.perf_counter()
+        await asyncio.gather(*(client(k * per_conn) for k in range(connections)))
+        return time.perf_counter() - started
+
+    try:
+        seconds = asyncio.run(run())
+    finally:
+        web.stop()
+    return {
+        "requests": per_conn * connections,
+        "seconds": round(seconds, 3),
+        "rps": round(per_conn * connections / seconds),
+    }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 
 import typer
@@ -64,6 +65,11 @@ def serve(
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
     console.print(f"serving {len(web.corpus)} documents at [bold]{web.base_url}/[/bold] (Ctrl-C to stop)")
+
+    def _terminate(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # stop the same way on SIGTERM (containers, process managers)
+
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         web.serve_forever()
     except KeyboardInterrupt:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
 import time
 
 import typer
@@ -103,6 +104,10 @@ def serve(
         load = getattr(backend, "load", None)
         if load is not None:  # load weights before accepting requests, not on the first one
             await asyncio.to_thread(load)
+        # Containers stop us with SIGTERM: shut down as cleanly as on Ctrl-C.
+        task = asyncio.current_task()
+        if task is not None:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
         bound = await server.start(host, port)
         console.print(f"serving {server.model_name!r} on http://{host}:{bound}/v1")
         try:
@@ -111,5 +116,5 @@ def serve(
             await server.stop()
             await close_backends()
 
-    with contextlib.suppress(KeyboardInterrupt):
+    with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
         asyncio.run(run())

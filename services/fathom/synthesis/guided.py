@@ -37,7 +37,7 @@ _WORDS_RE = re.compile(r"[^\W_]+", re.UNICODE)
 class GuidedConfig:
     sections: int = 3  # body sections, each grounded on one source
     section_tokens: int = 100
-    bullet_tokens: int = 32
+    bullet_tokens: int = 32  # 0: no generation, each bullet is a section's first sentence
     recommendation_tokens: int = 70
     conclusion_tokens: int = 80
     max_total_tokens: int = 600  # hard cap on generated tokens; the per-part budgets scale down
@@ -55,7 +55,7 @@ class GuidedConfig:
         scale = min(1.0, self.max_total_tokens / max(want, 1))
         return (
             max(16, int(self.section_tokens * scale)),
-            max(8, int(self.bullet_tokens * scale)),
+            int(self.bullet_tokens * scale),  # 0: bullets quote the sections instead
             max(12, int(self.recommendation_tokens * scale)),
             max(12, int(self.conclusion_tokens * scale)),
         )
@@ -102,7 +102,9 @@ def source_sentences(ev: Evidence, limit: int) -> list[str]:
 
 
 def _section_title(ev: Evidence) -> str:
-    title = " ".join(re.sub(r"[\[\]#*|]", " ", ev.title).split())
+    # "Page title - Site name": the site name is noise in a section heading
+    title = re.sub(r"\s+[-|–—]\s+[^-|–—]{1,30}$", "", ev.title.strip())
+    title = " ".join(re.sub(r"[\[\]#*|]", " ", title).split())
     if title.lower().startswith(("http://", "https://")) or not title:
         title = "Evidence from " + re.sub(r"^https?://(www\.)?", "", ev.url).split("/")[0]
     return title[:90].rstrip(" -:;,") or "Findings"
@@ -201,10 +203,11 @@ class GuidedWriter:
         bullet_prompts = [
             self._prompt(f"Text: {' '.join(s.sentences)}\n\nSummarise the text in one short sentence.")
             for s in sections
-        ]
+        ] if bullet_tok else []
+        summaries = await self._batch(bullet_prompts, self._params(bullet_tok)) if bullet_prompts else []
         bullets: list[tuple[str, str]] = []
-        for s, c in zip(sections, await self._batch(bullet_prompts, self._params(bullet_tok)), strict=True):
-            got = clean_generation(c.text, 1)
+        for i, s in enumerate(sections):
+            got = clean_generation(summaries[i].text, 1) if summaries else []
             bullets.append((got[0] if got else s.sentences[0], s.source.url))
         for s in sections:  # the layout asks for at least five bullets
             for extra in s.sentences[1:]:

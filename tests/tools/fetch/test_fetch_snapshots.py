@@ -8,20 +8,25 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-
-from conftest import ARTICLE_SENTENCE, PDF_SENTENCE, Site
 from fathom.core.config import FetchSettings
 from fathom.core.errors import ConfigError, ReplayMiss
 from fathom.tools.fetch.base import FetchedPage
 from fathom.tools.fetch.chain import build_fetch_chain
 from fathom.tools.fetch.content import EXTRACTOR_VERSION
 from fathom.tools.fetch.snapshots import ReplayFetcher, SnapshotStore
+from fetch_site import ARTICLE_SENTENCE, PDF_SENTENCE, Site
 
 
 def page(url: str, body: bytes, final_url: str | None = None) -> FetchedPage:
     return FetchedPage(
-        url=url, final_url=final_url or url, status=200, content_type="text/html", body=body,
-        fetcher="httpx", fetched_at=datetime.now(UTC), encoding="utf-8",
+        url=url,
+        final_url=final_url or url,
+        status=200,
+        content_type="text/html",
+        body=body,
+        fetcher="httpx",
+        fetched_at=datetime.now(UTC),
+        encoding="utf-8",
     )
 
 
@@ -55,10 +60,12 @@ def test_store_is_thread_safe(tmp_path: Path) -> None:
     store = SnapshotStore(tmp_path)
 
     async def many() -> None:
-        await asyncio.gather(*(
-            asyncio.to_thread(store.put, page(f"https://e.example/{i}", f"b{i % 7}".encode()), "v1")
-            for i in range(60)
-        ))
+        await asyncio.gather(
+            *(
+                asyncio.to_thread(store.put, page(f"https://e.example/{i}", f"b{i % 7}".encode()), "v1")
+                for i in range(60)
+            )
+        )
 
     asyncio.run(many())
     assert store.count() == 60
@@ -78,8 +85,9 @@ def test_replay_needs_a_store() -> None:
 
 async def test_live_then_replay_round_trip(site: Site, tmp_path: Path) -> None:
     urls = [site.url("/article"), site.url("/report.pdf"), site.url("/sjis"), site.url("/chain?n=2")]
-    live = build_fetch_chain(FetchSettings(browser="never"), [site.base], snapshot_dir=tmp_path,
-                             extract_workers=0)
+    live = build_fetch_chain(
+        FetchSettings(browser="never"), [site.base], snapshot_dir=tmp_path, extract_workers=0
+    )
     try:
         recorded = {u: await live.read(u) for u in urls}
     finally:

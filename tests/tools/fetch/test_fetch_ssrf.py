@@ -6,7 +6,6 @@ import ipaddress
 import socket
 
 import pytest
-
 from fathom.core.errors import SSRFError
 from fathom.tools.fetch.ssrf import SSRFGuard, address_refusal, parse_ipv4_loose, system_resolver
 
@@ -187,7 +186,12 @@ async def test_allow_private_lets_rfc1918_through_but_never_loopback_or_metadata
     guard = SSRFGuard([], allow_private=True, resolver=fixed_resolver)
     assert (await guard.check("http://10.0.0.1/")).ips == ("10.0.0.1",)
     assert (await guard.check("http://[fd12::1]/")).ips == ("fd12::1",)
-    for url in ("http://127.0.0.1/", "http://169.254.169.254/", "http://[fd00:ec2::254]/", "http://100.64.0.1/"):
+    for url in (
+        "http://127.0.0.1/",
+        "http://169.254.169.254/",
+        "http://[fd00:ec2::254]/",
+        "http://100.64.0.1/",
+    ):
         with pytest.raises(SSRFError):
             await guard.check(url)
 

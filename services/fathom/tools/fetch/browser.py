@@ -7,8 +7,10 @@ shed leaks) or when it dies.
 Every request a page makes (document, scripts, XHR, sub-frames) goes through a route handler:
 it runs the SSRF guard on the URL, aborts images/media/fonts, and fetches the rest itself with
 ``max_redirects=0`` before fulfilling the browser with the answer. Chromium's route interception
-only sees the first URL of a redirect chain, so without that a public page could redirect a script
-or XHR to an internal address; with it, each hop comes back to the handler and is checked.
+only sees the first URL of a redirect chain (a redirect it follows, even one we fulfilled, is not
+routed again), so without that a public page could redirect a script or XHR to an internal
+address. Instead, sub-resource redirects are followed inside the handler, each hop checked; a
+main-document redirect is handed back to ``_render``, which checks the hop and navigates to it.
 
 Known gap (documented, not closed): the browser-side fetch resolves DNS itself, so the address it
 connects to is not pinned to the one the guard checked; a DNS-rebinding name with a near-zero TTL
@@ -24,6 +26,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urljoin, urlsplit
 
 from playwright.async_api import Browser, BrowserContext, Page, Playwright, Request, Route, async_playwright
 from playwright.async_api import Error as PlaywrightError
@@ -49,10 +52,18 @@ CHROMIUM_ARGS = (
     "--disable-extensions",
     "--mute-audio",
 )
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _SKIPPED_RESOURCES = frozenset({"image", "media", "font", "manifest", "texttrack"})
-_QUIET_S = 0.1  # no request in flight for this long after "load" = the page has settled
+_QUIET_S = 0.05  # no request in flight for this long after "load" = the page has settled
 _SETTLE_MAX_S = 2.0
 _CLOSE_TIMEOUT_S = 5.0
+
+
+class _BrowserDied(FetchError):
+    """Chromium went away under a fetch (crash, OOM kill); the pool relaunches it."""
+
+    def __init__(self, url: str, message: str) -> None:
+        super().__init__(url, f"browser died: {message}")
 
 
 @dataclass
@@ -61,6 +72,7 @@ class _Slot:
     context: BrowserContext | None = None
     page: Page | None = None
     inflight: set[Request] = field(default_factory=set)
+    redirect_to: str | None = None  # set by the route handler when the main document redirects
 
 
 class BrowserPool:
@@ -97,13 +109,22 @@ class BrowserPool:
         if self._closed:
             raise FetchError(url, "browser pool is closed")
         await self._guard.check(url)  # refuse early with the guard's own message
+        try:
+            return await self._fetch_once(url, deadline_s)
+        except _BrowserDied:
+            log.warning("browser.died", url=url)
+            return await self._fetch_once(url, deadline_s)  # once more, on a fresh browser
+
+    async def _fetch_once(self, url: str, deadline_s: float) -> FetchedPage:
         started = time.monotonic()
         fetched_at = datetime.now(UTC)
+        generation = self._generation
         try:
             async with asyncio.timeout(deadline_s):
                 if self._recycling is not None:  # a relaunch is due: wait for it, then use the new one
                     await asyncio.shield(self._recycling)
                 await self._ensure_browser()
+                generation = self._generation
                 slot = await self._slots.get()
                 healthy = False
                 try:
@@ -115,6 +136,9 @@ class BrowserPool:
             raise FetchError(url, f"browser deadline of {deadline_s:g}s exceeded") from None
         except PlaywrightError as exc:
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if "has been closed" in message or not self.started:
+                await self._discard_browser(generation)
+                raise _BrowserDied(url, message) from None
             raise FetchError(url, f"browser error: {message}") from None
         final_url, status, html = result
         return FetchedPage(
@@ -143,9 +167,25 @@ class BrowserPool:
 
     async def _render(self, slot: _Slot, url: str, deadline: float) -> tuple[str, int, str]:
         page = await self._page_for(slot)
-        slot.inflight.clear()
-        timeout_ms = max(1.0, (deadline - time.monotonic()) * 1000)
-        response = await page.goto(url, wait_until="load", timeout=timeout_ms)
+        current, seen = url, {url}
+        for _hop in range(self._settings.max_redirects + 1):
+            slot.inflight.clear()
+            slot.redirect_to = None
+            timeout_ms = max(1.0, (deadline - time.monotonic()) * 1000)
+            try:
+                response = await page.goto(current, wait_until="load", timeout=timeout_ms)
+            except PlaywrightError:
+                if slot.redirect_to is None:
+                    raise
+            if slot.redirect_to is None:
+                break
+            current = slot.redirect_to
+            if current in seen:
+                raise FetchError(url, f"redirect loop at {current} (browser)")
+            seen.add(current)
+            await self._guard.check(current)
+        else:
+            raise FetchError(url, f"more than {self._settings.max_redirects} redirects (browser)")
         status = 200
         if response is not None:
             status = response.status
@@ -183,7 +223,7 @@ class BrowserPool:
                 accept_downloads=False,
                 java_script_enabled=True,
             )
-            await slot.context.route("**/*", self._route)
+            await slot.context.route("**/*", lambda route: self._route(route, slot))
             await slot.context.route_web_socket("**/*", _refuse_websocket)
         page = await slot.context.new_page()
         inflight = slot.inflight
@@ -194,20 +234,47 @@ class BrowserPool:
         slot.page = page
         return page
 
-    async def _route(self, route: Route) -> None:
+    async def _route(self, route: Route, slot: _Slot) -> None:
         request = route.request
         try:
             if request.resource_type in _SKIPPED_RESOURCES:
                 await route.abort("blockedbyclient")
                 return
+            url = request.url
             try:
-                await self._guard.check(request.url)
+                await self._guard.check(url)
             except SSRFError as exc:
-                log.info("browser.refused", url=request.url, reason=exc.message)
+                log.info("browser.refused", url=url, reason=exc.message)
                 await route.abort("blockedbyclient")
                 return
-            response = await route.fetch(max_redirects=0)
-            await route.fulfill(response=response)
+            main_frame = request.is_navigation_request() and request.frame.parent_frame is None
+            seen = {url}
+            for _hop in range(self._settings.max_redirects + 1):
+                response = await route.fetch(url=url, max_redirects=0)
+                location = response.headers.get("location")
+                if response.status not in _REDIRECTS or not location:
+                    await route.fulfill(response=response)
+                    return
+                nxt = urljoin(url, location)
+                if main_frame:
+                    # Hand the hop to ``_render``, which checks it and navigates there itself, so
+                    # the document ends up with its real URL.
+                    slot.redirect_to = nxt
+                    await route.abort("aborted")
+                    return
+                # Chromium does not route the hops of a redirect it follows, so sub-resources
+                # are followed here, each hop through the guard (same scheme only: route.fetch
+                # cannot switch protocol).
+                if nxt in seen or urlsplit(nxt).scheme != urlsplit(url).scheme:
+                    break
+                await self._guard.check(nxt)
+                seen.add(nxt)
+                url = nxt
+            await route.abort("blockedbyclient")
+        except SSRFError as exc:
+            log.info("browser.refused_redirect", url=request.url, reason=exc.message)
+            with contextlib.suppress(PlaywrightError):
+                await route.abort("blockedbyclient")
         except PlaywrightError as exc:
             # The page may be gone already (closed, navigated away); nothing left to answer.
             log.debug("browser.route_failed", url=request.url, error=str(exc).splitlines()[0:1])
@@ -262,6 +329,11 @@ class BrowserPool:
                         self._slots.put_nowait(slot)
         finally:
             self._recycling = None
+
+    async def _discard_browser(self, generation: int) -> None:
+        async with self._lock:
+            if generation == self._generation:  # a newer browser may already be running
+                await self._close_browser()
 
     async def _close_browser(self) -> None:
         browser, self._browser = self._browser, None

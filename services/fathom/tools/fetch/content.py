@@ -6,6 +6,7 @@ Synchronous and CPU-bound on purpose: callers run it in an executor (see ``chain
 from __future__ import annotations
 
 import io
+import logging
 import re
 
 import lxml.etree
@@ -18,18 +19,50 @@ from fathom.core.errors import FetchError
 from fathom.tools.fetch.base import FetchedPage, PageText
 from fathom.tools.fetch.sniff import decode_body, looks_binary
 
+# trafilatura logs every discarded page at WARNING ("discarding data"); refusals are ours to report.
+logging.getLogger("trafilatura").setLevel(logging.ERROR)
+
 # Bump the leading number whenever the reading logic changes what text comes out of a body.
 EXTRACTOR_VERSION = f"fathom-content-1+trafilatura-{trafilatura.__version__}+pypdf-{pypdf.__version__}"
 
 HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 JSON_TYPES = frozenset({"application/json", "application/ld+json", "text/json"})
-TEXT_TYPES = frozenset({"text/plain", "text/markdown", "text/x-markdown", "text/csv", "text/tab-separated-values"})
+TEXT_TYPES = frozenset(
+    {"text/plain", "text/markdown", "text/x-markdown", "text/csv", "text/tab-separated-values"}
+)
 XML_TYPES = frozenset({"application/xml", "text/xml", "application/rss+xml", "application/atom+xml"})
 
 # Elements whose text is never main content.
-_DROP = ("script", "style", "noscript", "template", "nav", "footer", "header", "aside", "form", "svg", "iframe")
-_BLOCKS = ("h1", "h2", "h3", "h4", "h5", "h6", "p", "li", "pre", "blockquote", "td", "th", "dt", "dd",
-           "figcaption")
+_DROP = (
+    "script",
+    "style",
+    "noscript",
+    "template",
+    "nav",
+    "footer",
+    "header",
+    "aside",
+    "form",
+    "svg",
+    "iframe",
+)
+_BLOCKS = (
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "p",
+    "li",
+    "pre",
+    "blockquote",
+    "td",
+    "th",
+    "dt",
+    "dd",
+    "figcaption",
+)
 _SPACES = re.compile(r"[ \t\r\f\v\u00a0]+")
 _BLANK_LINES = re.compile(r"\n{3,}")
 
@@ -70,14 +103,18 @@ def read_html(html: str, settings: FetchSettings, *, truncated: bool = False) ->
     try:
         # fast=True skips trafilatura's own (slow) fallback chain; ours below covers short pages.
         doc = trafilatura.bare_extraction(
-            html, with_metadata=True, favor_recall=True, include_comments=False, include_tables=True,
+            html,
+            with_metadata=True,
+            favor_recall=True,
+            include_comments=False,
+            include_tables=True,
             fast=True,
         )
     except Exception:  # trafilatura raises assorted errors on broken markup; fall back below
         doc = None
-    if doc is not None:
-        text = (doc.text or "").strip()
-        title = doc.title or None
+    if doc is not None:  # a Document (or a dict in as_dict mode, which we do not use)
+        text = (getattr(doc, "text", None) or "").strip()
+        title = getattr(doc, "title", None) or None
     if len(text) < settings.js_min_text_chars:
         fallback, fallback_title = plain_html_text(html)
         if len(fallback) > len(text):
@@ -142,8 +179,9 @@ def read_pdf(page: FetchedPage, settings: FetchSettings) -> PageText:
     text, cut = _cap("\n\n".join(parts), settings.max_pdf_chars)
     if not text:
         raise FetchError(page.final_url, "PDF has no extractable text (scanned images?)")
-    return PageText(text=text, title=title, kind="pdf", extractor="pypdf",
-                    truncated=cut or total > settings.max_pdf_pages)
+    return PageText(
+        text=text, title=title, kind="pdf", extractor="pypdf", truncated=cut or total > settings.max_pdf_pages
+    )
 
 
 def _cap(text: str, limit: int) -> tuple[str, bool]:

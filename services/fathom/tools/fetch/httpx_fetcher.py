@@ -63,8 +63,10 @@ class HttpxFetcher:
             transport=PinnedTransport(guard, limits),
             follow_redirects=False,
             timeout=httpx.Timeout(settings.deadline_s, connect=min(10.0, settings.deadline_s)),
-            headers={"User-Agent": settings.user_agent, "Accept": "text/html,application/xhtml+xml,"
-                     "application/pdf;q=0.9,text/plain;q=0.8,*/*;q=0.5"},
+            headers={
+                "User-Agent": settings.user_agent,
+                "Accept": "text/html,application/xhtml+xml,application/pdf;q=0.9,text/plain;q=0.8,*/*;q=0.5",
+            },
             trust_env=False,
         )
         self._throttle = DomainThrottle(settings.per_domain_concurrency, settings.per_domain_rps)
@@ -102,9 +104,9 @@ class HttpxFetcher:
         seen = {canonical_url(url)}
         for _hop in range(self._settings.max_redirects + 1):
             target = await self._guard.check(current)
-            if polite and not target.allowlisted and self._settings.respect_robots:
-                if not await self._robots.allowed(target.origin, current):
-                    raise FetchError(url, f"disallowed by robots.txt of {target.origin}")
+            robots = polite and not target.allowlisted and self._settings.respect_robots
+            if robots and not await self._robots.allowed(target.origin, current):
+                raise FetchError(url, f"disallowed by robots.txt of {target.origin}")
             async with self._slot(target, polite), self._client.stream("GET", current) as resp:
                 if resp.status_code in _REDIRECTS:
                     location = resp.headers.get("location")
@@ -134,7 +136,9 @@ class HttpxFetcher:
         declared, header_charset = parse_content_type(resp.headers.get("content-type"))
         length = resp.headers.get("content-length", "")
         if declared == "application/pdf" and length.isdigit() and int(length) > self._settings.max_pdf_bytes:
-            raise FetchError(url, f"PDF of {int(length)} bytes is over the {self._settings.max_pdf_bytes} cap")
+            raise FetchError(
+                url, f"PDF of {int(length)} bytes is over the {self._settings.max_pdf_bytes} cap"
+            )
         chunks: list[bytes] = []
         size = 0
         media = declared

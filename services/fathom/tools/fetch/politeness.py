@@ -61,6 +61,12 @@ class DomainThrottle:
             yield
 
 
+class RobotRules(RobotFileParser):
+    # Set by the stdlib parser at run time; declared here for the type checker.
+    allow_all: bool
+    disallow_all: bool
+
+
 RobotsLoader = Callable[[str], Awaitable[tuple[int, str]]]
 
 
@@ -74,14 +80,14 @@ class RobotsCache:
         self._loader = loader
         self._agent = user_agent.split("/", 1)[0]
         self._ttl = ttl_s
-        self._cache: dict[str, tuple[RobotFileParser, float]] = {}
+        self._cache: dict[str, tuple[RobotRules, float]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
     async def allowed(self, origin: str, url: str) -> bool:
         parser = await self._parser(origin)
         return parser.can_fetch(self._agent, url)
 
-    async def _parser(self, origin: str) -> RobotFileParser:
+    async def _parser(self, origin: str) -> RobotRules:
         hit = self._cache.get(origin)
         if hit is not None and hit[1] > time.monotonic():
             return hit[0]
@@ -98,8 +104,8 @@ class RobotsCache:
             self._cache[origin] = (parser, time.monotonic() + ttl)
             return parser
 
-    async def _load(self, origin: str) -> RobotFileParser:
-        parser = RobotFileParser(origin + "/robots.txt")
+    async def _load(self, origin: str) -> RobotRules:
+        parser = RobotRules(origin + "/robots.txt")
         try:
             status, text = await self._loader(origin + "/robots.txt")
         except Exception as exc:  # network trouble: RFC 9309 says assume disallowed

@@ -44,8 +44,10 @@ CREATE TABLE IF NOT EXISTS snapshots (
 CREATE INDEX IF NOT EXISTS snapshots_url ON snapshots (url_key, id);
 CREATE INDEX IF NOT EXISTS snapshots_final_url ON snapshots (final_url_key, id);
 """
-_COLUMNS = ("sha256, url, final_url, status, content_type, fetched_at, fetcher, extractor_version, size, "
-            "encoding, truncated")
+_COLUMNS = (
+    "sha256, url, final_url, status, content_type, fetched_at, fetcher, extractor_version, size, "
+    "encoding, truncated"
+)
 
 
 class SnapshotStore:
@@ -75,9 +77,21 @@ class SnapshotStore:
             encoding=page.encoding,
             truncated=page.truncated,
         )
-        row = (canonical_url(page.url), canonical_url(page.final_url), snap.url, snap.final_url, snap.status,
-               snap.content_type, snap.fetched_at.isoformat(), snap.fetcher, snap.extractor_version,
-               snap.size, snap.encoding, int(snap.truncated), snap.sha256)
+        row = (
+            canonical_url(page.url),
+            canonical_url(page.final_url),
+            snap.url,
+            snap.final_url,
+            snap.status,
+            snap.content_type,
+            snap.fetched_at.isoformat(),
+            snap.fetcher,
+            snap.extractor_version,
+            snap.size,
+            snap.encoding,
+            int(snap.truncated),
+            snap.sha256,
+        )
         conn = self._conn()
         with conn:
             conn.execute(
@@ -93,9 +107,13 @@ class SnapshotStore:
         key = canonical_url(url)
         # Prefer an exact match on the requested URL; fall back to pages that ended at this URL.
         for column in ("url_key", "final_url_key"):
-            row = self._conn().execute(
-                f"SELECT {_COLUMNS} FROM snapshots WHERE {column} = ? ORDER BY id DESC LIMIT 1", (key,)
-            ).fetchone()
+            row = (
+                self._conn()
+                .execute(
+                    f"SELECT {_COLUMNS} FROM snapshots WHERE {column} = ? ORDER BY id DESC LIMIT 1", (key,)
+                )
+                .fetchone()
+            )
             if row is not None:
                 snap = _snapshot(row)
                 return snap, self.get_body(snap.sha256)
@@ -177,7 +195,9 @@ class ReplayFetcher:
         started = time.monotonic()
         hit = self._store.latest(url)
         if hit is None:
-            raise ReplayMiss(url, "replay mode: no stored snapshot for this URL (record it in live mode first)")
+            raise ReplayMiss(
+                url, "replay mode: no stored snapshot for this URL (record it in live mode first)"
+            )
         snap, body = hit
         page = FetchedPage(
             url=url,

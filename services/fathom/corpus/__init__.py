@@ -1,0 +1,1 @@
+"""The local document corpus: readers, index builder, store, local web, shipped sample."""

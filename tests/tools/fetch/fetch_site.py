@@ -1,0 +1,247 @@
+"""A real, hostile little web for the fetch tests: threaded HTTP servers on 127.0.0.1 and 127.0.0.2.
+
+The main origin on 127.0.0.1 is the one tests allowlist; an "internal" origin on 127.0.0.2 is what
+redirects try to reach. Routes are plain functions below so the hostile cases are easy to read.
+(A module with its own name, not conftest, so tests can import it without clashing with other
+folders' conftest modules.)
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+from reportlab.lib.pagesizes import A4
+from reportlab.pdfgen import canvas
+
+SECRET = "TOPSECRET-internal-credentials-4242"
+ARTICLE_SENTENCE = "The lighthouse keeper counted exactly 217 ships during the winter storm."
+JS_SENTENCE = "This paragraph was written by JavaScript after the page loaded."
+XHR_SENTENCE = "Data fetched by the script says the reservoir holds 48 million litres."
+PDF_SENTENCE = "Quarterly rainfall in the northern valley rose by 12 percent."
+
+Reply = tuple[int, dict[str, str], bytes | Callable[[BaseHTTPRequestHandler], None]]
+
+
+def article_html(title: str, sentence: str, paragraphs: int = 6) -> str:
+    body = "".join(
+        "<p>"
+        + " ".join(
+            f"Paragraph {j}.{i} discusses the coastal weather records in some detail, with dates and places."
+            for i in range(3)
+        )
+        + "</p>"
+        for j in range(paragraphs)
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title></head><body>"
+        "<nav><a href='/'>Home</a> | <a href='/about'>About</a> | <a href='/contact'>Contact</a></nav>"
+        f"<article><h1>{title}</h1><p>{sentence}</p>{body}</article>"
+        "<footer>Copyright 2024 The Coastal Society. All rights reserved.</footer></body></html>"
+    )
+
+
+def make_pdf(pages: int, sentence: str) -> bytes:
+    buf = io.BytesIO()
+    c = canvas.Canvas(buf, pagesize=A4)
+    c.setTitle("Rainfall report")
+    for i in range(pages):
+        c.drawString(72, 760, f"Page {i + 1} of the rainfall report.")
+        c.drawString(72, 740, sentence)
+        c.showPage()
+    c.save()
+    return buf.getvalue()
+
+
+JS_PAGE = f"""<!doctype html><html><head><title>Script page</title></head><body>
+<div id="app"></div>
+<script>
+  const app = document.getElementById('app');
+  const h = document.createElement('h1'); h.textContent = 'Built in the browser'; app.appendChild(h);
+  const p = document.createElement('p'); p.textContent = {json.dumps(JS_SENTENCE)}; app.appendChild(p);
+  fetch('/api/data').then(r => r.json()).then(d => {{
+    const q = document.createElement('p'); q.textContent = d.sentence; app.appendChild(q);
+  }});
+</script></body></html>"""
+
+
+def js_exfil_page(target: str) -> str:
+    """A page whose script asks its own origin for a URL that redirects to ``target``."""
+    return f"""<!doctype html><html><head><title>Exfil</title></head><body><div id="out">waiting</div>
+<script>
+  fetch('/redirect?to=' + encodeURIComponent({json.dumps(target)}))
+    .then(r => r.text()).then(t => {{ document.getElementById('out').textContent = 'GOT ' + t; }})
+    .catch(e => {{ document.getElementById('out').textContent = 'BLOCKED ' + e; }});
+</script></body></html>"""
+
+
+@dataclass
+class Site:
+    base: str
+    host: str
+    port: int
+    hits: dict[str, int] = field(default_factory=dict)
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+
+def _huge(handler: BaseHTTPRequestHandler) -> None:
+    handler.send_response(200)
+    handler.send_header("Content-Type", "text/html; charset=utf-8")
+    handler.end_headers()
+    chunk = ("<p>" + "huge page filler text " * 200 + "</p>\n").encode()
+    handler.wfile.write(b"<html><body><h1>Huge</h1>")
+    with _suppress_disconnect():
+        for _ in range(8 * 1024 * 1024 // len(chunk)):  # ~8 MB, more than any cap
+            handler.wfile.write(chunk)
+
+
+def _slow_body(handler: BaseHTTPRequestHandler) -> None:
+    handler.send_response(200)
+    handler.send_header("Content-Type", "text/html")
+    handler.end_headers()
+    with _suppress_disconnect():
+        for _ in range(100):
+            handler.wfile.write(b"<p>drip</p>")
+            handler.wfile.flush()
+            time.sleep(0.2)
+
+
+class _suppress_disconnect:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> bool:
+        return exc_type is not None and issubclass(exc_type, (BrokenPipeError, ConnectionResetError))  # type: ignore[arg-type]
+
+
+def build_routes(secret_base: str) -> dict[str, Callable[[dict[str, list[str]]], Reply]]:
+    html = {"Content-Type": "text/html; charset=utf-8"}
+    pdf = make_pdf(3, PDF_SENTENCE)
+    big_pdf = make_pdf(60, PDF_SENTENCE)
+    png = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8
+    zip_bytes = b"PK\x03\x04" + bytes(200)
+    latin = (
+        "<html><head><title>Café</title></head><body><h1>Crème brûlée à la française</h1>"
+        "<p>Le café coûte 3 € — naïve façade, garçon! " + "Phrase française. " * 20 + "</p></body></html>"
+    )
+    sjis = (
+        "<html><head><title>日本語</title></head><body><h1>東京の天気</h1><p>"
+        + "今日は晴れです。明日は雨が降るでしょう。" * 10
+        + "</p></body></html>"
+    )
+    return {
+        "/": lambda q: (200, html, article_html("Home", ARTICLE_SENTENCE).encode()),
+        "/article": lambda q: (200, html, article_html("Storm log", ARTICLE_SENTENCE).encode()),
+        "/huge": lambda q: (200, {}, _huge),
+        "/slow": _slow,
+        "/slow-body": lambda q: (200, {}, _slow_body),
+        "/loop-a": lambda q: (302, {"Location": "/loop-b"}, b""),
+        "/loop-b": lambda q: (301, {"Location": "/loop-a"}, b""),
+        "/chain": lambda q: _chain(int(q.get("n", ["0"])[0])),
+        "/redirect": lambda q: (302, {"Location": q["to"][0]}, b""),
+        "/missing": lambda q: (404, html, b"<h1>Not found</h1>"),
+        "/broken": lambda q: (500, html, b"<h1>Server error</h1>"),
+        "/latin1": lambda q: (200, {"Content-Type": "text/html; charset=ISO-8859-1"}, latin.encode("cp1252")),
+        "/cp1252-meta": lambda q: (
+            200,
+            {"Content-Type": "text/html"},
+            latin.replace(
+                "<head>", '<head><meta http-equiv="Content-Type" content="text/html; charset=windows-1252">'
+            ).encode("cp1252"),
+        ),
+        "/sjis": lambda q: (200, {"Content-Type": "text/html; charset=Shift_JIS"}, sjis.encode("shift_jis")),
+        "/sjis-undeclared": lambda q: (200, {"Content-Type": "text/html"}, sjis.encode("shift_jis")),
+        "/image.png": lambda q: (200, {"Content-Type": "image/png"}, png),
+        "/archive.zip": lambda q: (200, {"Content-Type": "application/zip"}, zip_bytes),
+        "/unlabelled-binary": lambda q: (200, {}, zip_bytes),
+        "/report.pdf": lambda q: (200, {"Content-Type": "application/pdf"}, pdf),
+        "/mislabelled-pdf": lambda q: (200, {"Content-Type": "text/html"}, pdf),
+        "/long.pdf": lambda q: (200, {"Content-Type": "application/pdf"}, big_pdf),
+        "/data.json": lambda q: (
+            200,
+            {"Content-Type": "application/json"},
+            json.dumps({"sentence": XHR_SENTENCE, "n": 48}).encode(),
+        ),
+        "/notes.txt": lambda q: (
+            200,
+            {"Content-Type": "text/plain; charset=utf-8"},
+            ("Plain notes.\n" + ARTICLE_SENTENCE + "\n").encode(),
+        ),
+        "/feed.xml": lambda q: (
+            200,
+            {"Content-Type": "application/rss+xml"},
+            b"<?xml version='1.0'?><rss><channel><title>Feed</title></channel></rss>",
+        ),
+        "/api/data": lambda q: (
+            200,
+            {"Content-Type": "application/json"},
+            json.dumps({"sentence": XHR_SENTENCE}).encode(),
+        ),
+        "/js": lambda q: (200, html, JS_PAGE.encode()),
+        "/js-exfil": lambda q: (200, html, js_exfil_page(secret_base + "/secret").encode()),
+        "/robots.txt": lambda q: (
+            200,
+            {"Content-Type": "text/plain"},
+            b"User-agent: *\nDisallow: /private/\n",
+        ),
+        "/secret": lambda q: (200, {"Content-Type": "text/plain"}, SECRET.encode()),
+    }
+
+
+def _slow(q: dict[str, list[str]]) -> Reply:
+    time.sleep(float(q.get("s", ["10"])[0]))  # longer than any deadline the tests use
+    return 200, {"Content-Type": "text/html"}, b"<p>late</p>"
+
+
+def _chain(n: int) -> Reply:
+    if n <= 0:
+        return 200, {"Content-Type": "text/html"}, article_html("End of chain", ARTICLE_SENTENCE).encode()
+    return 302, {"Location": f"/chain?n={n - 1}"}, b""
+
+
+def _serve(
+    host: str, routes_for: Callable[[int], dict[str, Callable[[dict[str, list[str]]], Reply]]]
+) -> tuple[ThreadingHTTPServer, Site]:
+    site_ref: list[Site] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: object) -> None:  # keep test output clean
+            return None
+
+        def do_GET(self) -> None:
+            parts = urlsplit(self.path)
+            route = routes.get(parts.path)
+            site_ref[0].hits[parts.path] = site_ref[0].hits.get(parts.path, 0) + 1
+            if route is None:
+                status, headers, body = 404, {"Content-Type": "text/plain"}, b"no such page"
+            else:
+                status, headers, body = route(parse_qs(parts.query))
+            if callable(body):
+                self.close_connection = True
+                body(self)
+                return
+            with _suppress_disconnect():
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+    server = ThreadingHTTPServer((host, 0), Handler)
+    server.daemon_threads = True
+    port = server.server_address[1]
+    routes = routes_for(port)
+    site_ref.append(Site(base=f"http://{host}:{port}", host=host, port=port))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, site_ref[0]
