@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from fathom.agent.trajectory import Step, ToolCall, Trajectory
 from fathom.tools.search.base import SearchHit, format_results
 
@@ -95,14 +97,14 @@ PAGE_ESA = _page(
 )
 
 
-def _call(i: int, name: str, args: dict[str, object], result: str, ok: bool = True) -> ToolCall:
+def _call(i: int, name: str, args: Mapping[str, object], result: str, ok: bool = True) -> ToolCall:
     import json
 
     return ToolCall(index=i, name=name, arguments=dict(args),
                     raw=json.dumps({"name": name, "arguments": args}), result=result, ok=ok)
 
 
-def _tc(name: str, args: dict[str, object]) -> str:
+def _tc(name: str, args: Mapping[str, object]) -> str:
     import json
 
     return "<tool_call>\n" + json.dumps({"name": name, "arguments": args}) + "\n</tool_call>"

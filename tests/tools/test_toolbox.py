@@ -141,7 +141,8 @@ async def test_arguments_not_an_object(toolbox: Toolbox) -> None:
 @pytest.mark.parametrize(
     "url, reason",
     [
-        ("http://169.254.169.254/latest/meta-data/", "link-local"),
+        ("http://169.254.169.254/latest/meta-data/", "cloud metadata"),
+        ("http://169.254.1.1/", "link-local"),
         ("http://metadata.google.internal/computeMetadata/v1/", "refused"),
         ("http://127.0.0.1:1/", "loopback"),
         ("http://2130706433/", "refused"),

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import tantivy
+
 from fathom.core.logging import get_logger
 from fathom.corpus.analysis import ANALYZER_VERSION, build_schema, register_analyzer
 from fathom.corpus.documents import SOURCE_LICENCES, Document, expand_sources, read_many

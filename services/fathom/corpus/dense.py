@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from fathom.core.logging import get_logger
 from fathom.corpus.documents import Document
 

@@ -77,6 +77,11 @@ class TransformersBackend:
         self._pending_lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fathom-generate")
         self._closed = False
+        # Prefix KV cache for single-prompt requests: an agent's context only grows, and the guided
+        # policy issues several short requests over the same long context, so reusing the keys and
+        # values of the shared token prefix turns each re-prefill into an incremental one.
+        self._prefix: tuple[list[int], Any] | None = None
+        self.prefix_tokens_reused = 0
         self.batches_run = 0  # generate / scoring calls made; with requests served, shows batching at work
         self.requests_served = 0
 
@@ -315,15 +320,25 @@ class TransformersBackend:
         )
         if params.seed is not None:
             torch.manual_seed(params.seed)
-        with torch.inference_mode():
-            out = self._model.generate(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                generation_config=config,
-                logits_processor=LogitsProcessorList(processors),
-                stopping_criteria=StoppingCriteriaList([criteria]) if criteria is not None else None,
-            )
+        cache = self._take_prefix(encoded[0]) if len(encoded) == 1 else None
+        if cache is not None:
+            config.return_dict_in_generate = True
+        try:
+            with torch.inference_mode():
+                out = self._model.generate(
+                    input_ids=input_ids,
+                    attention_mask=attention_mask,
+                    generation_config=config,
+                    logits_processor=LogitsProcessorList(processors),
+                    stopping_criteria=StoppingCriteriaList([criteria]) if criteria is not None else None,
+                    cache=cache,
+                )
+        except Exception:
+            self._prefix = None
+            raise
         generated = out.sequences[:, width:]
+        if len(encoded) == 1:
+            self._keep_prefix(out.sequences[0].tolist(), _output_cache(out))
         logprobs = recorder.finish(generated) if recorder is not None else None
         latency = time.perf_counter() - started
 
@@ -356,6 +371,70 @@ class TransformersBackend:
             )
         return results
 
+    # ----------------------------------------------------------------- prefix cache
+
+    _MIN_REUSE = 32  # below this many shared tokens a fresh prefill is as cheap as bookkeeping
+
+    def _take_prefix(self, ids: list[int]) -> Any:
+        """The cached KV state cropped to the longest prefix shared with ``ids`` (leaving at least
+        one token to feed), or None. The cache object is handed over, not copied."""
+        if self._prefix is None:
+            return None
+        cached_ids, cache = self._prefix
+        self._prefix = None
+        n = 0
+        limit = min(len(cached_ids), len(ids) - 1, int(cache.get_seq_length()))
+        while n < limit and cached_ids[n] == ids[n]:
+            n += 1
+        if n < self._MIN_REUSE:
+            return None
+        _crop(cache, n)
+        self.prefix_tokens_reused += n
+        return cache
+
+    def _keep_prefix(self, sequence: list[int], cache: Any) -> None:
+        if cache is None or not hasattr(cache, "crop"):
+            self._prefix = None
+            return
+        length = int(cache.get_seq_length())
+        self._prefix = (sequence[:length], cache)
+
+    def _score_choices_cached(self, prompt_ids: list[int], choice_ids: list[list[int]]) -> list[list[float]]:
+        """Per-token log-probabilities of each choice after one prompt, reusing the prefix cache:
+        the prompt is prefilled incrementally once, then each choice is fed and cropped away."""
+        import torch
+        from transformers import DynamicCache
+
+        cache = self._take_prefix(prompt_ids) if self._prefix is not None else None
+        start = 0 if cache is None else int(cache.get_seq_length())
+        if cache is None:
+            cache = DynamicCache(config=self._model.config)
+        device = self._model.device
+        try:
+            with torch.inference_mode():
+                rest = torch.tensor([prompt_ids[start:]], device=device)
+                out = self._model(input_ids=rest, cache=cache, use_cache=True)
+                last = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
+                cache = _output_cache(out)
+                plen = len(prompt_ids)
+                scores: list[list[float]] = []
+                for ids in choice_ids:
+                    per_token = [float(last[ids[0]])]
+                    if len(ids) > 1:
+                        feed = torch.tensor([ids[:-1]], device=device)
+                        o = self._model(input_ids=feed, cache=cache, use_cache=True)
+                        lp = torch.log_softmax(o.logits[0].float(), dim=-1)
+                        targets = torch.tensor(ids[1:], device=device)
+                        per_token += lp.gather(1, targets[:, None]).squeeze(1).tolist()
+                        cache = _output_cache(o)
+                        _crop(cache, plen)
+                    scores.append(per_token)
+        except Exception:
+            self._prefix = None
+            raise
+        self._prefix = (list(prompt_ids), cache)
+        return scores
+
     def _score_choices(self, prompts: list[str], params: SamplingParams) -> list[Completion]:
         """Pick, for each prompt, the choice with the highest total log-likelihood (one forward pass)."""
         import torch
@@ -365,6 +444,21 @@ class TransformersBackend:
         encoded = self._encode(prompts)
         # Choices are tokenized on their own, as generation would have produced them after the prompt.
         choice_ids = [list(self._tokenizer(c, add_special_tokens=False).input_ids) for c in choices]
+        if len(encoded) == 1:
+            per_choice = self._score_choices_cached(encoded[0], choice_ids)
+            totals = [sum(v) for v in per_choice]
+            best_index = max(range(len(choices)), key=lambda i: totals[i])
+            return [
+                Completion(
+                    text=choices[best_index],
+                    finish_reason="stop",
+                    usage=Usage(prompt_tokens=len(encoded[0]), completion_tokens=len(choice_ids[best_index])),
+                    token_ids=choice_ids[best_index],
+                    logprobs=per_choice[best_index] if params.logprobs else None,
+                    model=self.name,
+                    latency_s=time.perf_counter() - started,
+                )
+            ]
         rows = [p + c for p in encoded for c in choice_ids]
         input_ids, attention_mask = self._left_pad(rows)
         width = input_ids.shape[1]
@@ -398,6 +492,18 @@ class TransformersBackend:
                 )
             )
         return results
+
+
+def _output_cache(out: Any) -> Any:
+    """The KV cache a model/generate output carries (named ``cache`` in transformers 5)."""
+    return getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+
+
+def _crop(cache: Any, length: int) -> None:
+    """Keep the first ``length`` positions of a KV cache (transformers 5 crops by a negative count)."""
+    remove = int(cache.get_seq_length()) - length
+    if remove > 0:
+        cache.crop(-remove)
 
 
 class _LogprobRecorder:

@@ -81,6 +81,45 @@ def clamp_top_k(value: Any) -> int:
     return max(MIN_TOP_K, min(MAX_TOP_K, int(number)))
 
 
+async def run_search(search: SearchBackend, query: str, top_k: int, *, timeout_s: float) -> ToolResult:
+    """``search_urls``: the backend's hits as the original's numbered markdown, or a tool error."""
+    top_k = max(MIN_TOP_K, min(MAX_TOP_K, top_k))
+    try:
+        async with asyncio.timeout(timeout_s + _FETCH_SLACK_S):
+            hits = await search.search(query, top_k)
+    except TimeoutError:
+        return _error("search_urls", f"the search for '{query}' timed out", "Timeout")
+    except ToolError as exc:
+        return _error("search_urls", exc.message, type(exc).__name__)
+    except FathomError as exc:  # e.g. a config or index problem: still the model's to see
+        log.warning("search_urls.failed", query=query, error=str(exc))
+        return _error("search_urls", str(exc), type(exc).__name__)
+    return ToolResult(
+        text=format_results(query, hits),
+        meta={"hits": len(hits), "top_k": top_k, "backend": search.name, "urls": [h.url for h in hits]},
+    )
+
+
+def fetch_limit_s(settings: Settings) -> float:
+    """Outer bound of one fetch: plain try, browser try, and some slack."""
+    return settings.fetch.deadline_s + settings.fetch.browser_deadline_s + _FETCH_SLACK_S
+
+
+async def read_for_tool(
+    reader: PageReader, url: str, *, render: bool | None, limit_s: float
+) -> ReadResult | ToolResult:
+    """The page's main text, or the tool error the model should read instead."""
+    try:
+        async with asyncio.timeout(limit_s):
+            return await reader.read(url, render=render)
+    except TimeoutError:
+        return _error("query_url", f"fetching {url} took longer than {limit_s:.0f} s", "Timeout", url=url)
+    except SSRFError as exc:
+        return _error("query_url", f"this URL may not be fetched — {exc.message}", "SSRFError", url=url)
+    except ToolError as exc:  # FetchError, ReplayMiss, ...
+        return _error("query_url", exc.message, type(exc).__name__, url=url)
+
+
 class Toolbox:
     """Runs ``search_urls`` and ``query_url`` for the agent (implements ``ToolRunner``)."""
 
@@ -93,7 +132,7 @@ class Toolbox:
         extractor: EvidenceExtractor,
         settings: Settings,
         *,
-        owns_extractor_backend: bool = True,
+        owns_extractor_backend: bool = False,
     ) -> None:
         self.search = search
         self.reader = reader
@@ -119,38 +158,12 @@ class Toolbox:
         return _error(name, f"unknown tool '{name}'; the tools are: {known}", "UnknownTool")
 
     async def search_urls(self, query: str, top_k: int = 10) -> ToolResult:
-        top_k = max(MIN_TOP_K, min(MAX_TOP_K, top_k))
-        try:
-            async with asyncio.timeout(self.settings.search.timeout_s + _FETCH_SLACK_S):
-                hits = await self.search.search(query, top_k)
-        except TimeoutError:
-            return _error("search_urls", f"the search for '{query}' timed out", "Timeout")
-        except ToolError as exc:
-            return _error("search_urls", exc.message, type(exc).__name__)
-        except FathomError as exc:  # e.g. a config or index problem: still the model's to see
-            log.warning("search_urls.failed", query=query, error=str(exc))
-            return _error("search_urls", str(exc), type(exc).__name__)
-        return ToolResult(
-            text=format_results(query, hits),
-            meta={"hits": len(hits), "top_k": top_k, "backend": self.search.name,
-                  "urls": [h.url for h in hits]},
-        )
+        return await run_search(self.search, query, top_k, timeout_s=self.settings.search.timeout_s)
 
     async def query_url(self, url: str, goal: str, *, render: bool | None = None) -> ToolResult:
-        fetch_limit = (
-            self.settings.fetch.deadline_s + self.settings.fetch.browser_deadline_s + _FETCH_SLACK_S
-        )
-        try:
-            async with asyncio.timeout(fetch_limit):
-                result = await self.reader.read(url, render=render)
-        except TimeoutError:
-            return _error("query_url", f"fetching {url} took longer than {fetch_limit:.0f} s", "Timeout",
-                          url=url)
-        except SSRFError as exc:
-            return _error("query_url", f"this URL may not be fetched — {exc.message}", "SSRFError", url=url)
-        except ToolError as exc:  # FetchError, ReplayMiss, ...
-            return _error("query_url", exc.message, type(exc).__name__, url=url)
-
+        result = await read_for_tool(self.reader, url, render=render, limit_s=fetch_limit_s(self.settings))
+        if isinstance(result, ToolResult):
+            return result
         page_text = result.text.text
         sha = result.snapshot.sha256 if result.snapshot is not None else None
         try:
@@ -209,7 +222,9 @@ def build_toolbox(
 
     ``local_web_base``: the address of a running local web (local mode). Local search hits link
     there, and that origin — and no other private address — is allowlisted for fetching.
-    ``extractor_backend``: an already loaded model to share (the caller keeps ownership).
+    ``extractor_backend``: an already loaded model to use. Either way the toolbox does not close
+    the model: one given is the caller's, and one from ``fathom.models.factory`` may be shared with
+    other roles (close those with ``factory.close_backends()``).
     """
     from fathom.tools.fetch.chain import build_fetch_chain
     from fathom.tools.search.factory import build_search_backend
@@ -222,9 +237,7 @@ def build_toolbox(
     if extractor_backend is None:
         from fathom.models.factory import build_backend
 
-        backend = build_backend("extractor", settings)
-    else:
-        backend = extractor_backend
+        extractor_backend = build_backend("extractor", settings)
     cache = ExtractionCache.in_dir(settings.cache_dir) if settings.extract.cache else None
-    extractor = EvidenceExtractor(backend, settings.extractor, settings.extract, cache)
-    return Toolbox(search, reader, extractor, settings, owns_extractor_backend=extractor_backend is None)
+    extractor = EvidenceExtractor(extractor_backend, settings.extractor, settings.extract, cache)
+    return Toolbox(search, reader, extractor, settings)

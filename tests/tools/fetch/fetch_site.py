@@ -222,10 +222,10 @@ def _serve(
             parts = urlsplit(self.path)
             route = routes.get(parts.path)
             site_ref[0].hits[parts.path] = site_ref[0].hits.get(parts.path, 0) + 1
-            if route is None:
-                status, headers, body = 404, {"Content-Type": "text/plain"}, b"no such page"
-            else:
-                status, headers, body = route(parse_qs(parts.query))
+            reply: Reply = (404, {"Content-Type": "text/plain"}, b"no such page")
+            if route is not None:
+                reply = route(parse_qs(parts.query))
+            status, headers, body = reply
             if callable(body):
                 self.close_connection = True
                 body(self)

@@ -113,3 +113,15 @@ async def test_chain_never_mode_does_not_render(site: Site) -> None:
         await chain.aclose()
     assert result.page.fetcher == "httpx"
     assert JS_SENTENCE not in result.text.text
+
+
+async def test_browser_checks_every_navigation_redirect_hop(
+    pool: BrowserPool, site: Site, secret_site: Site
+) -> None:
+    page = await pool.fetch(site.url("/chain?n=2"), deadline_s=20)
+    assert page.final_url == site.url("/chain?n=0")
+    assert ARTICLE_SENTENCE in page.body.decode()
+    with pytest.raises(SSRFError, match="loopback"):
+        await pool.fetch(site.url(f"/redirect?to={secret_site.url('/secret')}"), deadline_s=20)
+    with pytest.raises(FetchError, match="redirect loop"):
+        await pool.fetch(site.url("/loop-a"), deadline_s=20)
