@@ -99,15 +99,18 @@ sunshield on the way to L2. [{WIKI}] Its first deep field looked back 4.6 billio
 class ScriptedSynthesizerModel:
     name = "scripted-synthesizer"
 
-    def __init__(self) -> None:
+    def __init__(self, skip_plan: bool = False) -> None:
         self.prompts: list[tuple[str, SamplingParams]] = []
+        self.skip_plan = skip_plan  # behave like a model that closes its think at once and ends the turn
 
     def count_tokens(self, text: str) -> int:
         return len(text) // 4
 
     async def complete(self, prompt: str, params: SamplingParams) -> Completion:
         self.prompts.append((prompt, params))
-        if "</think>" in params.stop:
+        if self.skip_plan:
+            text, stop = "</think>\n" + REPORT, "<|im_end|>"
+        elif "</think>" in params.stop:
             text, stop = PLAN, "</think>"
         else:
             text, stop = "\n" + REPORT, "<|im_end|>"

@@ -64,6 +64,15 @@ async def test_unguided_plan_then_report_with_checked_citations(tmp_path: Path) 
     assert again == report
 
 
+async def test_model_that_skips_the_plan_still_yields_a_checked_report() -> None:
+    model = ScriptedSynthesizerModel(skip_plan=True)
+    report = await Synthesizer(model, Settings().synthesizer).synthesize(QUESTION, build_trajectory())
+    assert len(model.prompts) == 1  # the turn ended: no second completion
+    assert report.plan == ""
+    assert report.markdown.startswith("# How the James Webb Space Telescope Reached Space")
+    assert report.invalid_citations_removed == 1 and INVENTED not in report.markdown
+
+
 async def test_long_trace_is_compacted_to_fit_the_context() -> None:
     model = ScriptedSynthesizerModel()
     role = Settings().synthesizer.model_copy(update={"context_tokens": 9_000, "max_new_tokens": 2_000})

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from fathom.tools.extract import parse_answer
+from fathom.tools.extract import assemble_answer, parse_answer
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -127,3 +127,20 @@ def test_garbage_gives_empty_answer(garbage: str) -> None:
 def test_parser_never_raises(text: str) -> None:
     p = parse_answer(text)
     assert isinstance(p.evidence, list)
+
+
+def test_staged_parts_are_cleaned_separately() -> None:
+    p = assemble_answer(
+        " The page names both years. The page names both years.",
+        '- "Won in 1903."\nRelevance: high\n* Won again in 1911.',
+        " Summary: 1903 and 1911.",
+    )
+    assert p.rationale == "The page names both years."
+    assert p.evidence == ["Won in 1903.", "Relevance: high", "Won again in 1911."]
+    assert p.summary == "1903 and 1911."
+    assert p.complete
+
+
+def test_staged_parts_with_empty_summary_are_incomplete() -> None:
+    assert not assemble_answer("r", "q quote", "  ").complete
+    assert not assemble_answer("r", "q quote", "***").complete

@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-
 from fathom.core.config import BUNDLED_MODEL, ExtractSettings, ModelRole, Settings
 from fathom.models.bundled import prepare_bundled
 from fathom.models.transformers_backend import TransformersBackend

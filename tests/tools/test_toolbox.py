@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from fathom.core.config import BUNDLED_MODEL, ModelRole, Settings
+from fathom.core.config import BUNDLED_MODEL, FetchSettings, ModelRole, SearchSettings, Settings
 from fathom.corpus.build import build_corpus_from_documents
 from fathom.corpus.documents import Document, make_document
 from fathom.corpus.web import LocalWeb
@@ -69,8 +69,8 @@ async def toolbox(
     settings = Settings(
         cache_dir=tmp_path / "cache",
         data_dir=tmp_path / "data",
-        search={"backend": "local", "index_dir": local_web.corpus.path},
-        fetch={"browser": "auto", "deadline_s": 20, "browser_deadline_s": 40},
+        search=SearchSettings(backend="local", index_dir=local_web.corpus.path),
+        fetch=FetchSettings(browser="auto", deadline_s=20, browser_deadline_s=40),
         # Small answers keep the real model quick on a busy CPU; the flow is the one of 1024.
         extractor=ModelRole(model=BUNDLED_MODEL, temperature=0.0, max_new_tokens=64, repetition_penalty=1.0),
     )
@@ -199,3 +199,19 @@ async def test_query_url_on_a_script_built_page(
 ) -> None:
     doc = _doc(documents, local_web, js=True)
     await _assert_query_url(toolbox, local_web.url_for(doc.id), f"What is {doc.title} known for?", "browser")
+
+
+class _DefectiveReader:
+    """Stands for a bug below the toolbox (no real part fails this way on purpose)."""
+
+    async def read(self, url: str, *, render: bool | None = None, deadline_s: float | None = None) -> None:
+        raise RuntimeError("a defect in the fetch layer")
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_a_defect_below_becomes_a_tool_error_not_an_exception(toolbox: Toolbox) -> None:
+    broken = Toolbox(toolbox.search, _DefectiveReader(), toolbox.extractor, toolbox.settings)  # type: ignore[arg-type]
+    r = await broken.call("query_url", {"url": "https://example.org/", "goal": "g"})
+    assert not r.ok and r.meta["error"] == "RuntimeError" and "internal error" in r.text

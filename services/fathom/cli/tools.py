@@ -78,7 +78,11 @@ def search(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print {ok, text, meta} as JSON."),
 ) -> None:
-    """Run the `search_urls` tool and print its result as the agent would see it."""
+    """Run the `search_urls` tool and print its result as the agent would see it.
+
+    In local mode the sample corpus is served inside this command: its URLs resolve while it runs.
+    To link hits to a lasting local web, pass --web with the URL `fathom corpus serve` prints.
+    """
     settings = _settings_with(backend)
 
     async def run(base_url: str | None) -> ToolResult:
@@ -117,7 +121,12 @@ def fetch(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print {ok, text, meta} as JSON."),
 ) -> None:
-    """Run the `query_url` tool (or, with --raw, only the fetch and main-text reading)."""
+    """Run the `query_url` tool (or, with --raw, only the fetch and main-text reading).
+
+    Loopback and private addresses are refused unless allowlisted.
+    For a local web started by `fathom corpus serve`, pass --allow-origin with the URL it prints.
+    A path /wiki/<id> is read from the shipped sample corpus, served inside this command.
+    """
     if not raw and not (goal and goal.strip()):
         raise typer.BadParameter("required (or use --raw for the page text only)", param_hint="--goal")
     settings = get_settings()

@@ -83,6 +83,9 @@ class FetchSettings(BaseModel):
     respect_robots: bool = True
     per_domain_concurrency: int = 4
     per_domain_rps: float = 8.0
+    # Requests in flight to one allowlisted origin (the local web): no politeness applies there,
+    # and more than this only makes the connection pool slower (see httpx_fetcher).
+    own_origin_concurrency: int = 8
     snapshot_dir: Path | None = None  # default: data_dir / "snapshots"
 
 

@@ -20,8 +20,9 @@ from fathom.core.errors import StoreError
 from fathom.core.logging import get_logger
 from fathom.research.events import ProgressEvent
 from fathom.store.repository import JobStore
-from fathom.synthesis.protocol import Report
-from fathom.synthesis.synthesizer import Synthesizer, write_report
+from fathom.synthesis.report import Report
+from fathom.synthesis.synthesizer import Synthesizer
+from fathom.synthesis.writer import write_report
 
 Mode = Literal["search", "report"]
 EventSink = Callable[[ProgressEvent], Awaitable[None] | None]

@@ -29,7 +29,9 @@ SECTION_SYSTEM = (
     "Write plain, complete sentences without lists, links or headings."
 )
 _STOPS = ("<|im_end|>", "<|endoftext|>", "\n\n", "\n#", "<|im_start|>")
-_SENTENCE_RE = re.compile(r"[^.!?。！？]*[^\s.!?。！？][^.!?。！？]*[.!?。！？]+")
+# A full stop ends a sentence only before a space and a capital (not in "1.5" or "J0723.3").
+_SENTENCE_BREAK_RE = re.compile(r"(?<=[.!?。！？])[\"”')]?\s+(?=[A-Z0-9\"“(])|(?<=[。！？])")
+_SENTENCE_END_RE = re.compile(r"[.!?。！？][\"”')]?$")
 _WORDS_RE = re.compile(r"[^\W_]+", re.UNICODE)
 
 
@@ -78,16 +80,19 @@ class GuidedDraft:
     model_calls: int
 
 
-def clean_generation(text: str, max_sentences: int) -> list[str]:
+def clean_generation(text: str, max_sentences: int, allow_fragment: bool = True) -> list[str]:
     """Complete sentences from a short generation, with any URL, bracket or markup removed."""
-    t = re.sub(r"https?://\S+", "", text)
-    t = re.sub(r"\[[^\]]*\]|\([^)]*https?[^)]*\)", "", t)
+    t = re.sub(r"^\s*#.*$", "", text, flags=re.M)  # headings are ours to write
+    t = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", t)  # a markdown link keeps its words
+    t = re.sub(r"\[[^\]]*\]", "", t)  # the model's own citations are never trusted
+    t = re.sub(r"https?://\S+?(?=[.,;:!?)]*(?:\s|$))", "", t)
+    t = re.sub(r"\(\s*\)", "", t)
     t = re.sub(r"[#*_`>|]+", " ", t)
     t = re.sub(r"^\s*(?:[-+]|\d+[.)])\s+", "", t, flags=re.M)
-    t = " ".join(t.split())
-    sentences = [s.strip() for s in _SENTENCE_RE.findall(t)]
+    t = re.sub(r"\s+(?=[.,;:!?])", "", " ".join(t.split()))
+    sentences = [p.strip() for p in _SENTENCE_BREAK_RE.split(t) if _SENTENCE_END_RE.search(p.strip())]
     sentences = [s for s in sentences if len(_WORDS_RE.findall(s)) >= 4]
-    if not sentences and len(_WORDS_RE.findall(t)) >= 6:
+    if not sentences and allow_fragment and len(_WORDS_RE.findall(t)) >= 8:
         sentences = [t.rstrip(",;: ") + "."]  # cut off by the token budget mid-sentence
     out: list[str] = []
     for s in sentences:
@@ -96,14 +101,26 @@ def clean_generation(text: str, max_sentences: int) -> list[str]:
     return out[:max_sentences]
 
 
+_QUOTE_LINE_RE = re.compile(r'^\s*[-*]?\s*["“](.+?)["”]\s*$', re.M)
+_LABEL_RE = re.compile(r"^\s*(\*\*)?(rationale|evidence|summary)(\*\*)?\s*:\s*", re.I | re.M)
+
+
 def source_sentences(ev: Evidence, limit: int) -> list[str]:
-    """Verbatim sentences from the source's own text, for when the model gives nothing usable."""
-    return clean_generation(ev.text.replace("\n", " "), limit)
+    """Verbatim sentences from the source: the extractor's evidence quotes when there are any,
+    else its text without the rationale. Used where the model gives nothing usable."""
+    quotes = _QUOTE_LINE_RE.findall(ev.text)
+    if quotes:
+        return clean_generation(" ".join(quotes), limit, allow_fragment=False)
+    body = "\n".join(ln for ln in ev.text.splitlines() if not ln.lower().lstrip("* ").startswith("rationale"))
+    return clean_generation(_LABEL_RE.sub("", body).replace("\n", " "), limit, allow_fragment=False)
 
 
 def _section_title(ev: Evidence) -> str:
     # "Page title - Site name": the site name is noise in a section heading
-    title = re.sub(r"\s+[-|–—]\s+[^-|–—]{1,30}$", "", ev.title.strip())
+    title = ev.title.strip()
+    shorter = re.sub(r"\s+[-|–—]\s+[^-|–—]{1,30}$", "", title)
+    if len(shorter.split()) >= 2:
+        title = shorter
     title = " ".join(re.sub(r"[\[\]#*|]", " ", title).split())
     if title.lower().startswith(("http://", "https://")) or not title:
         title = "Evidence from " + re.sub(r"^https?://(www\.)?", "", ev.url).split("/")[0]
@@ -193,8 +210,13 @@ class GuidedWriter:
         for ev, c in zip(chosen, await self._batch(prompts, self._params(sec_tok)), strict=True):
             sents = clean_generation(c.text, cfg.sentences_per_section)
             generated = bool(sents)
-            if not sents:
-                sents = source_sentences(ev, 2) or [f"{_section_title(ev)} is among the sources found."]
+            # the source's own words keep a thin section factual (and fill an empty one)
+            for quote in source_sentences(ev, 2):
+                if len(sents) >= 2:
+                    break
+                if quote not in sents:
+                    sents.append(quote)
+            sents = sents or [f"{_section_title(ev)} is among the sources found."]
             sections.append(GuidedSection(_section_title(ev), ev, sents, generated))
             await emit("section", {"index": len(sections), "title": sections[-1].title, "url": ev.url,
                                    "generated": generated})
@@ -207,14 +229,19 @@ class GuidedWriter:
         summaries = await self._batch(bullet_prompts, self._params(bullet_tok)) if bullet_prompts else []
         bullets: list[tuple[str, str]] = []
         for i, s in enumerate(sections):
-            got = clean_generation(summaries[i].text, 1) if summaries else []
+            got = clean_generation(summaries[i].text, 1, allow_fragment=False) if summaries else []
             bullets.append((got[0] if got else s.sentences[0], s.source.url))
-        for s in sections:  # the layout asks for at least five bullets
-            for extra in s.sentences[1:]:
-                if len(bullets) >= 5:
-                    break
-                if all(extra != b for b, _ in bullets):
-                    bullets.append((extra, s.source.url))
+        # the layout asks for at least five bullets: add the sections' other sentences, then
+        # verbatim evidence from the sources, then from other pages the research read
+        spare = [(x, s.source.url) for s in sections for x in s.sentences[1:]]
+        spare += [(q, s.source.url) for s in sections for q in source_sentences(s.source, 3)]
+        spare += [(q, e.url) for e in evidence if e.kind == "page" and e not in chosen
+                  for q in source_sentences(e, 1)]
+        for extra, url in spare:
+            if len(bullets) >= 5:
+                break
+            if all(extra != b for b, _ in bullets):
+                bullets.append((extra, url))
         await emit("section", {"title": "Executive Summary", "bullets": len(bullets)})
 
         findings = " ".join(" ".join(s.sentences) for s in sections)[:1_500]

@@ -154,6 +154,12 @@ class Toolbox:
                 return await self.query_url(url, goal)
         except ArgumentError as exc:
             return _error(name, exc.message, "ArgumentError")
+        except Exception as exc:
+            # A defect below must not end a long trajectory: the model is told the call failed,
+            # the log keeps the traceback.
+            log.exception("tool.internal_error", tool=name)
+            return _error(name, f"internal error ({type(exc).__name__}); try again or another source",
+                          type(exc).__name__)
         known = ", ".join(s.name for s in self.specs)
         return _error(name, f"unknown tool '{name}'; the tools are: {known}", "UnknownTool")
 

@@ -3,7 +3,7 @@
 Public face: ``EvidenceExtractor``, ``Evidence``, ``ExtractionCache``, ``format_query_url_result``.
 """
 
-from fathom.tools.extract.answer import ParsedAnswer, parse_answer
+from fathom.tools.extract.answer import ParsedAnswer, assemble_answer, parse_answer
 from fathom.tools.extract.cache import ExtractionCache
 from fathom.tools.extract.evidence import Evidence, EvidenceSource, ExtractMethod
 from fathom.tools.extract.extractor import EvidenceExtractor
@@ -18,6 +18,7 @@ __all__ = [
     "ExtractionCache",
     "ParsedAnswer",
     "QuoteCheck",
+    "assemble_answer",
     "check_quotes",
     "format_query_url_result",
     "parse_answer",

@@ -92,6 +92,26 @@ def parse_answer(text: str) -> ParsedAnswer:
     )
 
 
+def assemble_answer(rationale: str, evidence_block: str, summary: str) -> ParsedAnswer:
+    """The three parts written in separate prefilled stages: each is cleaned on its own, so a
+    stray label-like line inside one part cannot move text into another."""
+    return ParsedAnswer(
+        rationale=_clean_prose(_strip_label(rationale)) or None,
+        evidence=split_quotes(_strip_label(evidence_block)),
+        summary=_clean_prose(_strip_label(summary)) or None,
+        has_evidence_section=True,
+    )
+
+
+def _strip_label(part: str) -> str:
+    # A model that repeats the label it was given ("Summary: Summary: ...") or opens with one.
+    m = _HEADER.match(part.lstrip("\n").split("\n", 1)[0]) if part.strip() else None
+    if m and _is_header(m) and m.group("colon"):
+        rest = part.lstrip("\n").partition("\n")[2]
+        return (m.group("rest") + ("\n" + rest if rest else "")).strip()
+    return part
+
+
 def _is_header(m: re.Match[str]) -> bool:
     rest = m.group("rest").strip()
     bold = bool(m.group("open")) and bool(m.group("close1") or m.group("close2"))

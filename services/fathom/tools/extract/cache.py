@@ -15,7 +15,10 @@ import time
 from pathlib import Path
 
 from fathom.core.errors import StoreError
+from fathom.core.logging import get_logger
 from fathom.tools.extract.evidence import Evidence
+
+log = get_logger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS extraction (
@@ -29,6 +32,9 @@ CREATE TABLE IF NOT EXISTS extraction (
     created_at REAL NOT NULL
 )
 """
+
+
+_INSERT = "INSERT OR REPLACE INTO extraction VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 
 
 def text_sha256(text: str) -> str:
@@ -64,7 +70,11 @@ class ExtractionCache:
 
     def get(self, key: str) -> Evidence | None:
         with self._lock:
-            row = self._conn.execute("SELECT evidence FROM extraction WHERE key = ?", (key,)).fetchone()
+            try:
+                row = self._conn.execute("SELECT evidence FROM extraction WHERE key = ?", (key,)).fetchone()
+            except sqlite3.Error as exc:  # a cache must never fail an extraction
+                log.warning("extract_cache.read_failed", path=str(self.path), error=str(exc))
+                row = None
             if row is None:
                 self.misses += 1
                 return None
@@ -85,12 +95,14 @@ class ExtractionCache:
         model: str,
         prompt_version: str,
     ) -> None:
-        with self._lock, self._conn:
-            self._conn.execute(
-                "INSERT OR REPLACE INTO extraction VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (key, text_sha, page_sha256, goal, model, prompt_version,
-                 json.dumps(evidence.to_dict()), time.time()),
-            )
+        row = (key, text_sha, page_sha256, goal, model, prompt_version,
+               json.dumps(evidence.to_dict()), time.time())
+        with self._lock:
+            try:
+                with self._conn:
+                    self._conn.execute(_INSERT, row)
+            except sqlite3.Error as exc:
+                log.warning("extract_cache.write_failed", path=str(self.path), error=str(exc))
 
     def __len__(self) -> int:
         with self._lock:

@@ -20,7 +20,7 @@ class Evidence:
     summary: str
     dropped_quotes: int  # quotes the model gave that do not occur in the page
     method: ExtractMethod
-    attempts: int  # extraction attempts spent (0 when served from the cache still counts the original)
+    attempts: int  # extraction attempts spent (a cache hit reports those of the stored result)
     evidence_source: EvidenceSource = "model"
     model: str = ""
     cached: bool = False

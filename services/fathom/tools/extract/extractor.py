@@ -15,7 +15,7 @@ from fathom.core.errors import ModelError
 from fathom.core.logging import get_logger
 from fathom.models.base import ChatMessage, Completion, ModelBackend, SamplingParams
 from fathom.tools.extract import prompt as P
-from fathom.tools.extract.answer import ParsedAnswer, parse_answer
+from fathom.tools.extract.answer import ParsedAnswer, assemble_answer, parse_answer
 from fathom.tools.extract.cache import ExtractionCache, cache_key, text_sha256
 from fathom.tools.extract.evidence import Evidence
 from fathom.tools.extract.verify import PageMatcher, check_quotes, relevant_sentences
@@ -26,6 +26,8 @@ log = get_logger(__name__)
 RETRY_TEMPERATURE = 0.3
 MIN_COMPRESSION_CHARS = 20
 LEXICAL_QUOTES = 3
+# A rationale is a sentence or two; a cap keeps a looping small model from spending the answer on it.
+RATIONALE_MAX_TOKENS = 128
 
 
 def cut_at_stops(text: str, stops: tuple[str, ...]) -> str:
@@ -211,7 +213,8 @@ class EvidenceExtractor:
 
         base = self.backend.render_chat(messages, add_generation_prompt=True)
         answer = P.RATIONALE_PREFILL
-        c = await self.backend.complete(base + answer, self._params(attempt, budget // 4, P.RATIONALE_STOPS))
+        r_budget = min(budget // 4, RATIONALE_MAX_TOKENS)
+        c = await self.backend.complete(base + answer, self._params(attempt, r_budget, P.RATIONALE_STOPS))
         rationale = _drop_partial_sentence(cut_at_stops(c.text, P.RATIONALE_STOPS), c).strip()
         answer += " " + rationale + P.EVIDENCE_PREFILL
 
@@ -221,7 +224,7 @@ class EvidenceExtractor:
 
         c = await self.backend.complete(base + answer, self._params(attempt, budget // 4, P.SUMMARY_STOPS))
         summary = _drop_partial_sentence(cut_at_stops(c.text, P.SUMMARY_STOPS), c).strip()
-        return parse_answer(answer + " " + summary)
+        return assemble_answer(rationale, quotes, summary)
 
     async def _compress(self, url: str, goal: str, text: str) -> str:
         messages = P.compression_messages(url, goal, text)

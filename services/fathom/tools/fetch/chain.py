@@ -161,21 +161,56 @@ class FetchChain:
 
     async def _fetch_and_read(self, fetcher: Fetcher, url: str, deadline_s: float) -> ReadResult:
         page = await fetcher.fetch(url, deadline_s=deadline_s)
-        snap = None
-        if self.snapshots is not None:
-            snap = await asyncio.to_thread(self.snapshots.put, page, EXTRACTOR_VERSION)
-        return ReadResult(await self.extract(page), snap, page)
+        # Snapshot and read in one hop off the event loop: each hop to a thread or process costs
+        # about as much interpreter time as writing the snapshot itself.
+        if self._extract_workers <= 0:
+            text, snap = await asyncio.to_thread(snapshot_and_read, page, self.settings, self.snapshots)
+        else:
+            root = self.snapshots.root if self.snapshots is not None else None
+            text, snap = await asyncio.get_running_loop().run_in_executor(
+                self._process_pool(), snapshot_and_read_at, page, self.settings, root
+            )
+        return ReadResult(text, snap, page)
 
     async def extract(self, page: FetchedPage) -> PageText:
         """``read_page`` off the event loop."""
-        loop = asyncio.get_running_loop()
         if self._extract_workers <= 0:
             return await asyncio.to_thread(read_page, page, self.settings)
+        return await asyncio.get_running_loop().run_in_executor(
+            self._process_pool(), read_page, page, self.settings
+        )
+
+    def _process_pool(self) -> concurrent.futures.Executor:
         if self._executor is None:
             # forkserver: never fork a process that holds Chromium pipes or event-loop state.
             ctx = multiprocessing.get_context("forkserver")
             self._executor = concurrent.futures.ProcessPoolExecutor(self._extract_workers, mp_context=ctx)
-        return await loop.run_in_executor(self._executor, read_page, page, self.settings)
+        return self._executor
+
+
+def snapshot_and_read(
+    page: FetchedPage, settings: FetchSettings, store: SnapshotStore | None
+) -> tuple[PageText, PageSnapshot | None]:
+    """Store the body first (so a page that fails to read can still be replayed), then read it."""
+    snap = store.put(page, EXTRACTOR_VERSION) if store is not None else None
+    return read_page(page, settings), snap
+
+
+# One store per snapshot root in each extraction process (SQLite in WAL mode takes writers from
+# several processes; each process keeps its own connection).
+_WORKER_STORES: dict[Path, SnapshotStore] = {}
+
+
+def snapshot_and_read_at(
+    page: FetchedPage, settings: FetchSettings, root: Path | None
+) -> tuple[PageText, PageSnapshot | None]:
+    """``snapshot_and_read`` for an extraction process, which opens the store by its root."""
+    store = None
+    if root is not None:
+        store = _WORKER_STORES.get(root)
+        if store is None:
+            store = _WORKER_STORES[root] = SnapshotStore(root)
+    return snapshot_and_read(page, settings, store)
 
 
 def build_fetch_chain(

@@ -13,6 +13,7 @@ import lxml.etree
 import lxml.html
 import pypdf
 import trafilatura
+from trafilatura.metadata import extract_title
 
 from fathom.core.config import FetchSettings
 from fathom.core.errors import FetchError
@@ -23,7 +24,7 @@ from fathom.tools.fetch.sniff import decode_body, looks_binary
 logging.getLogger("trafilatura").setLevel(logging.ERROR)
 
 # Bump the leading number whenever the reading logic changes what text comes out of a body.
-EXTRACTOR_VERSION = f"fathom-content-1+trafilatura-{trafilatura.__version__}+pypdf-{pypdf.__version__}"
+EXTRACTOR_VERSION = f"fathom-content-2+trafilatura-{trafilatura.__version__}+pypdf-{pypdf.__version__}"
 
 HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 JSON_TYPES = frozenset({"application/json", "application/ld+json", "text/json"})
@@ -101,20 +102,31 @@ def read_page(page: FetchedPage, settings: FetchSettings) -> PageText:
 def read_html(html: str, settings: FetchSettings, *, truncated: bool = False) -> PageText:
     text, title, extractor = "", None, "trafilatura"
     try:
-        # fast=True skips trafilatura's own (slow) fallback chain; ours below covers short pages.
-        doc = trafilatura.bare_extraction(
-            html,
-            with_metadata=True,
-            favor_recall=True,
-            include_comments=False,
-            include_tables=True,
-            fast=True,
-        )
-    except Exception:  # trafilatura raises assorted errors on broken markup; fall back below
-        doc = None
-    if doc is not None:  # a Document (or a dict in as_dict mode, which we do not use)
-        text = (getattr(doc, "text", None) or "").strip()
-        title = getattr(doc, "title", None) or None
+        tree = trafilatura.load_html(html)
+    except Exception:  # broken markup: the plain reader below still tries
+        tree = None
+    if tree is not None:
+        try:
+            # Metadata extraction (dates, authors, categories) was three quarters of the CPU time
+            # per page and we keep only the title, which ``extract_title`` finds alone. fast=True
+            # skips trafilatura's own fallback chain; ours below covers short pages. The tree is
+            # copied by trafilatura, so the title is read from the untouched original.
+            doc = trafilatura.bare_extraction(
+                tree,
+                with_metadata=False,
+                favor_recall=True,
+                include_comments=False,
+                include_tables=True,
+                fast=True,
+            )
+        except Exception:  # trafilatura raises assorted errors on broken markup; fall back below
+            doc = None
+        if doc is not None:  # a Document (or a dict in as_dict mode, which we do not use)
+            text = (getattr(doc, "text", None) or "").strip()
+        try:
+            title = extract_title(tree) or None
+        except Exception:
+            title = None
     if len(text) < settings.js_min_text_chars:
         fallback, fallback_title = plain_html_text(html)
         if len(fallback) > len(text):

@@ -59,6 +59,7 @@ class SnapshotStore:
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._blob_dirs: set[Path] = set()  # made already: skips a mkdir per page
         self._conn().executescript(_SCHEMA)
 
     def put(self, page: FetchedPage, extractor_version: str) -> PageSnapshot:
@@ -152,7 +153,9 @@ class SnapshotStore:
         path = self._blob_path(sha256)
         if path.exists():  # content-addressed: same name, same bytes
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.parent not in self._blob_dirs:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._blob_dirs.add(path.parent)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as fh:

@@ -1,0 +1,97 @@
+"""``fathom bench tools`` and ``fathom bench research``: numbers for the tools and for a job's steps."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(help="Benchmarks: tool speed and recall, research step costs.", no_args_is_help=True)
+
+# Questions the shipped sample corpus answers (each from one or two of its documents).
+SAMPLE_QUESTIONS = (
+    "In which year did Alexander Fleming discover penicillin?",
+    "Who was Teutberga, queen of Lotharingia, married to?",
+    "Which Nobel Prize did Marie Curie win in 1911?",
+    "In which sub-range of the Himalayas is Mount Everest located?",
+    "Which river is the largest in the world by discharge volume?",
+    "Who succeeded his elder brother Guy as margrave of Tuscany in 928 or 929?",
+)
+
+
+def _dump(result: dict[str, Any]) -> None:
+    typer.echo(json.dumps(result, indent=2, default=str))
+
+
+@app.command("tools")
+def tools(
+    data: Path | None = typer.Option(
+        None, "--data", help="Shared data directory (default: ../shared/data beside the repository)."
+    ),
+    corpus: Path | None = typer.Option(
+        None, "--corpus", help="Corpus directory to use instead of the pooled closed corpus."
+    ),
+    queries: int = typer.Option(2000, "--queries", min=1, help="Timed search queries."),
+    dense: bool = typer.Option(True, "--dense/--no-dense", help="Hybrid recall when vectors are cached."),
+    static_pages: int = typer.Option(1000, "--static-pages", min=1),
+    js_pages: int = typer.Option(100, "--js-pages", min=1),
+    mixed_pages: int = typer.Option(500, "--mixed-pages", min=1),
+    concurrency: int = typer.Option(32, "--concurrency", min=1),
+    browser_contexts: int = typer.Option(4, "--browser-contexts", min=1),
+    extract_workers: int = typer.Option(
+        2, "--extract-workers", min=0, help="Extraction processes (0: a thread in the fetch worker)."
+    ),
+    search: bool = typer.Option(True, "--search/--no-search", help="Run the search part."),
+    fetch: bool = typer.Option(True, "--fetch/--no-fetch", help="Run the fetch part."),
+    as_json: bool = typer.Option(False, "--json", help="Print the numbers as JSON (tables go to stderr)."),
+) -> None:
+    """Search latency/recall and fetch throughput/correctness/memory on the pooled corpus."""
+    from fathom.bench.tools import FetchPlan, run_tools_bench
+
+    plan = FetchPlan(
+        static_pages=static_pages,
+        js_pages=js_pages,
+        mixed_pages=mixed_pages,
+        concurrency=concurrency,
+        browser_contexts=browser_contexts,
+        extract_workers=extract_workers or None,
+    )
+    console = Console(stderr=as_json)
+    try:
+        result = run_tools_bench(
+            data,
+            corpus_dir=corpus,
+            queries=queries,
+            dense=dense,
+            plan=plan,
+            search=search,
+            fetch=fetch,
+            console=console,
+        )
+    except (OSError, RuntimeError, ValueError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    if as_json:
+        _dump(result)
+
+
+@app.command("research")
+def research(
+    questions: int = typer.Option(
+        1, "--questions", min=1, max=len(SAMPLE_QUESTIONS), help="How many built-in sample questions to run."
+    ),
+    mode: str = typer.Option("search", "--mode", help="search: short answer; report: answer + cited report"),
+    as_json: bool = typer.Option(False, "--json", help="Print the numbers as JSON at the end."),
+) -> None:
+    """Where a research job's time goes (model, tools, overhead), on the sample corpus."""
+    from fathom.bench.research import run_research_bench
+    from fathom.core.config import get_settings
+
+    if mode not in ("search", "report"):
+        raise typer.BadParameter("must be 'search' or 'report'", param_hint="--mode")
+    result = run_research_bench(get_settings(), list(SAMPLE_QUESTIONS[:questions]), mode)
+    if as_json:
+        _dump(result)
