@@ -93,11 +93,16 @@ class LocalRuntime:
         store = JobStore(db)
 
         policy = build_backend("policy", s)
+        window = getattr(policy, "context_tokens", None)
+        if isinstance(window, int) and 0 < window < s.agent.max_context_tokens:
+            # The 40,960-token budget is the Fathom model's; a smaller model's window is the real limit.
+            log.info("context_budget_capped", budget=window, model=policy.name)
+            s.agent.max_context_tokens = window
         synth_backend = build_backend("synthesizer", s)
         toolbox = build_toolbox(s, local_web_base=base_url)
         self._stack.push_async_callback(toolbox.aclose)
 
-        guided = GuidedPolicy(policy, s.agent) if _guided(s) else None
+        guided = GuidedPolicy.from_settings(s.agent) if _guided(s) else None
         agent = AgentLoop(policy, toolbox, s.agent, policy_sampling(s), guided=guided)
         synthesizer = Synthesizer(synth_backend, s.synthesizer, guided=is_weak_model(s.synthesizer))
         service = ResearchService(
@@ -114,10 +119,9 @@ class LocalRuntime:
 
 
 def _guided(settings: Settings) -> bool:
-    mode = getattr(settings.agent, "guided", "auto")
-    if mode == "auto" or mode is None:
-        return is_weak_model(settings.policy)
-    return bool(mode)
+    if "guided" in settings.agent.model_fields_set:
+        return settings.agent.guided
+    return is_weak_model(settings.policy)
 
 
 __all__ = ["LocalRuntime", "Runtime", "asdict", "is_weak_model", "policy_sampling"]
