@@ -44,7 +44,7 @@ def test_prefills_are_exact_prefixes_of_well_formed_calls() -> None:
 
 def test_allowed_actions_enforce_search_then_read_before_answering() -> None:
     assert g.allowed_actions(traj_with(), **RULES) == ("search_urls",)
-    assert g.allowed_actions(traj_with(searched()), **RULES) == ("search_urls", "query_url")
+    assert g.allowed_actions(traj_with(searched()), **RULES) == ("query_url",)  # read before more
     one_read = traj_with(searched(), read_call("https://mountains.example/k2"))
     assert g.allowed_actions(one_read, **RULES) == ("search_urls", "query_url", "answer")
     both_read = traj_with(searched(), read_call("https://mountains.example/k2"),
@@ -61,6 +61,10 @@ def test_allowed_actions_enforce_search_then_read_before_answering() -> None:
 
 def guided_script(i: int, prompt: str) -> str:
     """What a weak, unruly model might emit at each phase."""
+    if "Answer in a few words." in prompt:
+        return "Lacedelli and Compagnoni\nand more"
+    if "Write one new search query." in prompt:
+        return "https://copied.example/url"  # a copied URL is not a query: the policy falls back
     if prompt.endswith(g.ACTION_PROMPT):
         return " answer| query_url"  # wants to stop early: the rules must overrule it
     if prompt.endswith(g.SEARCH_PREFILL):
@@ -82,9 +86,9 @@ async def test_a_guided_turn_is_a_well_formed_search_call() -> None:
     parsed = p.parse_turn(turn.completion.text)
     assert turn.action == "search_urls" and parsed.errors == []
     assert [(c.name, c.arguments, c.error) for c in parsed.tool_calls] == [
-        ("search_urls", {"query": "K2"}, None)]  # the model's query stops at its first quote
+        ("search_urls", {"query": K2}, None)]  # the first search is the question itself
     assert parsed.think == "Hmm let me think"
-    assert [ph.name for ph in turn.phases] == ["think", "think", "call", "query"]
+    assert [ph.name for ph in turn.phases] == ["think", "think", "call"]
     assert all(r.params.choices is None for r in backend.requests)  # one action allowed: no choice asked
 
 
@@ -97,11 +101,13 @@ async def test_guided_loop_searches_reads_then_answers() -> None:
     assert actions == ["search_urls", "query_url", "answer"]
     read = traj.steps[1].tool_calls[0]
     assert read.ok
-    assert read.arguments == {"url": "https://mountains.example/k2", "goal": "who climbed it first"}
-    assert "1954" in (read.result or "")
+    first_hit = g.urls_seen(traj)[0]  # the weak model's URL pick is not offered: the top hit is read
+    assert read.arguments == {"url": first_hit, "goal": "who climbed it first"}
+    assert read.result and first_hit.rsplit("/", 1)[-1] in read.result.lower()
     assert traj.stop_reason == "answered" and traj.answer == "Lacedelli and Compagnoni"
-    offered = [r.params.choices for r in backend.requests if r.params.choices]
-    assert (" search_urls", " query_url") in offered  # before any read, answering was not on offer
+    offered = [r.params.choices for r in backend.requests if r.params.choices and " answer" in r.params.choices]
+    # search and read were required, so the only free action choice came after the read
+    assert offered == [(" search_urls", " query_url", " answer")]
 
 
 async def test_guided_turn_cap_forces_the_answer() -> None:
@@ -110,8 +116,26 @@ async def test_guided_turn_cap_forces_the_answer() -> None:
 
     settings = AgentSettings(guided=True, guided_max_turns=3, min_reads=5)
     traj = await AgentLoop(ScriptedBackend(script), InMemoryTools(), settings, SamplingParams()).run(K2)
-    assert [s.meta["guided_action"] for s in traj.steps] == ["search_urls", "search_urls", "answer"]
+    assert [s.meta["guided_action"] for s in traj.steps] == ["search_urls", "query_url", "answer"]
     assert traj.stop_reason == "answered"
+
+
+def test_usable_text_rejects_copied_urls_and_template_noise() -> None:
+    assert g.usable_text("Eiffel Tower designer")
+    assert not g.usable_text("https://www.example.com/tour")
+    assert not g.usable_text("www.example")
+    assert not g.usable_text("42")
+    assert g.usable_text("Paris", min_words=1)
+
+
+async def test_later_queries_fall_back_when_the_model_copies_a_url() -> None:
+    backend = ScriptedBackend(guided_script)
+    turn = await g.GuidedPolicy(min_reads=0).turn(
+        backend, p.build_prompt(K2), traj_with(searched()), SamplingParams()
+    )
+    parsed = p.parse_turn(turn.completion.text)
+    if turn.action == "search_urls":
+        assert parsed.tool_calls[0].arguments["query"] not in ("K2", "https://copied.example/url")
 
 
 @pytest.mark.slow

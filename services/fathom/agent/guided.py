@@ -7,9 +7,11 @@ through the same ``ModelBackend``:
   (a) a short free thought, stopped at ``</think>``;
   (b) the action, chosen by constrained decoding among the actions allowed right now
       (a search and a page read are required before answering; a turn cap forces the answer);
-  (c) search: the query, generated inside a prefilled ``search_urls`` call, stopped at ``"``;
+  (c) search: the first query is the question itself; later ones come from a short side prompt
+      that lists the queries already tried (a copied URL or template text falls back);
   (d) read: the URL chosen among URLs seen in earlier tool responses, then the goal;
-  (e) answer: generated inside a prefilled ``\\boxed{``, stopped at ``}``.
+  (e) answer: from a short side prompt holding the evidence of the latest page reads (grounded),
+      or inside a prefilled ``\\boxed{`` when nothing was read.
 
 The result is the turn text a well-formed model would have written, so the loop parses it on
 the same path as a free turn.
@@ -93,6 +95,11 @@ def allowed_actions(traj: Trajectory, *, min_searches: int, min_reads: int, max_
     searches = sum(1 for c in traj.tool_calls if c.name == "search_urls" and c.ok)
     reads = sum(1 for c in traj.tool_calls if c.name == "query_url" and c.ok)
     unread = [u for u in urls_seen(traj) if u not in urls_read(traj)]
+    # The required minimums come first, in the order a careful researcher works: search, then read.
+    if searches < min_searches:
+        return ("search_urls",)
+    if reads < min_reads and unread:
+        return ("query_url",)
     actions: list[Action] = ["search_urls"]
     if unread:
         actions.append("query_url")
@@ -104,6 +111,35 @@ def allowed_actions(traj: Trajectory, *, min_searches: int, min_reads: int, max_
 def clean_think(text: str) -> str:
     """A thought with every protocol tag removed, so it cannot be misread as structure."""
     return " ".join(_TAG.sub(" ", text).split())
+
+
+_WORD = re.compile(r"[^\W\d_]{2,}")
+
+
+def usable_text(text: str, min_words: int = 2) -> bool:
+    """Whether a generated query, goal or answer is worth using: words, not a copied URL or markup.
+    Weak models often echo URLs or template text from their context instead of writing one."""
+    lowered = text.lower()
+    if "http" in lowered or "www." in lowered or "://" in lowered:
+        return False
+    return len(_WORD.findall(text)) >= min_words
+
+
+def last_evidence(traj: Trajectory, max_chars: int = 1500) -> str:
+    """The most recent successful page reads, newest first, for a grounded final answer."""
+    parts: list[str] = []
+    for call in reversed(traj.tool_calls):
+        if call.name == "query_url" and call.ok and call.result:
+            parts.append(call.result.strip())
+        if sum(len(p) for p in parts) >= max_chars:
+            break
+    return "\n\n".join(parts)[:max_chars]
+
+
+def side_prompt(system: str, user: str) -> str:
+    """A fresh, short ChatML exchange for one sub-task of a guided turn."""
+    return (f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n"
+            "<|im_start|>assistant\n")
 
 
 def clean_value(text: str, max_chars: int = 200) -> str:
@@ -152,8 +188,22 @@ class GuidedPolicy:
             action = next((a for a in allowed if picked.strip() == a), allowed[0])
 
         if action == "search_urls":  # (c)
+            done = [str(c.arguments.get("query", "")) for c in traj.tool_calls if c.name == "search_urls"]
+            if not done:
+                # The first search is the question itself: BM25 and web engines take it well, and a
+                # weak model's rewrite of it is usually worse.
+                query = fallback
+            else:
+                asked = "\n".join(f"- {q}" for q in done[-4:])
+                prompt = side_prompt(
+                    "You write short web search queries of a few keywords.",
+                    f"Question: {traj.question}\nQueries already tried:\n{asked}\n"
+                    "Write one new search query.",
+                )
+                query = clean_value(await run.generate_side("query", prompt, self.value_tokens, ("\n",)))
+                if not usable_text(query) or query in done:
+                    query = fallback if fallback not in done else f"{fallback} {len(done) + 1}"
             run.prefill("call", SEARCH_PREFILL)
-            query = clean_value(await run.generate("query", self.value_tokens, _VALUE_STOPS)) or fallback
             body = protocol.format_tool_call("search_urls", {"query": query})
         elif action == "query_url":  # (d)
             read = urls_read(traj)
@@ -166,11 +216,23 @@ class GuidedPolicy:
                 picked = await run.choose("url", "", tuple(candidates))
                 url = picked if picked in candidates else candidates[0]
             run.prefill("url", url + GOAL_PREFILL)
-            goal = clean_value(await run.generate("goal", self.value_tokens, _VALUE_STOPS)) or fallback
+            goal = clean_value(await run.generate("goal", self.value_tokens, _VALUE_STOPS))
+            if not usable_text(goal, min_words=3):
+                goal = fallback
             body = protocol.format_tool_call("query_url", {"url": url, "goal": goal})
         else:  # (e)
-            run.prefill("answer", protocol.BOXED_OPEN)
-            answer = clean_value(await run.generate("answer", self.value_tokens, _ANSWER_STOPS)) or "unknown"
+            evidence = last_evidence(traj)
+            if evidence:
+                prompt = side_prompt(
+                    "You answer questions briefly, using only the evidence given.",
+                    f"Evidence:\n{evidence}\n\nQuestion: {traj.question}\nAnswer in a few words.",
+                )
+                answer = clean_value(await run.generate_side("answer", prompt, self.value_tokens, ("\n",)))
+            else:
+                run.prefill("answer", protocol.BOXED_OPEN)
+                answer = clean_value(await run.generate("answer", self.value_tokens, _ANSWER_STOPS))
+            if not usable_text(answer, min_words=1):
+                answer = "unknown"
             body = f"{protocol.BOXED_OPEN}{answer}}}"
 
         text = f"\n{think}\n{protocol.THINK_CLOSE}\n\n{body}"
@@ -200,6 +262,14 @@ class _TurnWriter:
         params = replace(self.sampling, max_new_tokens=max(1, max_tokens), stop=tuple(stop), choices=None)
         out = await self._complete(self.context + self.written, params)
         self.written += out.text
+        self.phases.append(Phase(name=name, text=out.text, generated=True, token_ids=out.token_ids,
+                                 logprobs=out.logprobs))
+        return out.text
+
+    async def generate_side(self, name: str, prompt: str, max_tokens: int, stop: Sequence[str]) -> str:
+        """Generate from a separate short prompt; the text is used by the policy, not kept as is."""
+        params = replace(self.sampling, max_new_tokens=max(1, max_tokens), stop=tuple(stop), choices=None)
+        out = await self._complete(prompt, params)
         self.phases.append(Phase(name=name, text=out.text, generated=True, token_ids=out.token_ids,
                                  logprobs=out.logprobs))
         return out.text

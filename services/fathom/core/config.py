@@ -106,7 +106,7 @@ class AgentSettings(BaseModel):
     # Guided mode keeps weak models (the bundled SmolLM2) on protocol with prefill and
     # constrained decoding; a trained policy runs free.
     guided: bool = False
-    guided_max_turns: int = 6
+    guided_max_turns: int = 4
     min_searches: int = 1  # guided: searches required before an answer is allowed
     min_reads: int = 1  # guided: page reads required before an answer is allowed
 
