@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import unicodedata
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -37,6 +38,8 @@ from rich.console import Console
 from rich.table import Table
 
 from fathom.core.config import FetchSettings, get_settings
+from fathom.corpus.build import MANIFEST_FILE
+from fathom.corpus.documents import CorpusFormatError
 from fathom.corpus.pages import is_js_page
 from fathom.corpus.snippets import split_sentences
 from fathom.corpus.store import Corpus
@@ -120,9 +123,16 @@ def _wait_until_up(base: str, proc: subprocess.Popen[bytes], log: Any) -> None:
 
 
 def distinctive_sentence(text: str) -> str | None:
-    """The longest sentence of moderate length: long enough to be unique, short enough to keep whole."""
+    """The longest sentence of moderate length: long enough to be unique, short enough to keep whole.
+
+    Invisible format characters (zero-width joiners, BOMs, direction marks) are dropped: they are
+    not text, and extractors rightly drop them too.
+    """
     candidates = [s for s in split_sentences(text) if 40 <= len(s) <= 240]
-    return max(candidates, key=len) if candidates else None
+    if not candidates:
+        return None
+    best = max(candidates, key=len)
+    return "".join(ch for ch in best if unicodedata.category(ch) != "Cf")
 
 
 def pick_pages(
@@ -283,6 +293,10 @@ def run_tools_bench(
 
     console = console or Console()
     data_dir = data_dir or default_data_dir()
+    if corpus_dir is not None and not (corpus_dir / MANIFEST_FILE).is_file():
+        raise CorpusFormatError(f"{corpus_dir}: not a corpus directory (build it with `fathom corpus build`)")
+    if (search or corpus_dir is None) and not (data_dir / "closed").is_dir():
+        raise CorpusFormatError(f"{data_dir}: no closed/ datasets here (pass the shared data dir as --data)")
     corpus_dir = corpus_dir or pooled_corpus(data_dir, get_settings().cache_dir)
     result: dict[str, Any] = {
         "corpus_dir": str(corpus_dir),

@@ -50,6 +50,7 @@ def tools(
 ) -> None:
     """Search latency/recall and fetch throughput/correctness/memory on the pooled corpus."""
     from fathom.bench.tools import FetchPlan, run_tools_bench
+    from fathom.core.errors import FathomError
 
     plan = FetchPlan(
         static_pages=static_pages,
@@ -71,7 +72,7 @@ def tools(
             fetch=fetch,
             console=console,
         )
-    except (OSError, RuntimeError, ValueError) as exc:
+    except (FathomError, OSError, RuntimeError, ValueError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
     if as_json:

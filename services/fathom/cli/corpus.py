@@ -78,6 +78,7 @@ def serve(
         web.stop()
 
 
+@app.command("prepare")
 @app.command("sample")
 def sample(as_json: bool = typer.Option(False, "--json")) -> None:
     """Prepare (once) and show the bundled sample corpus index."""

@@ -58,6 +58,12 @@ class SearchSettings(BaseModel):
     cache_ttl_s: float | None = None  # None: cached for the life of the process
     cache_size: int = 10_000
     snippet_chars: int = 240
+    # local only: pseudo-relevance feedback from the top N hits (0 = off). 1 raises multi-hop
+    # recall (bridge entities) and roughly doubles the cost of a query.
+    feedback_docs: int = 0
+    # local only: fuse BM25 with all-MiniLM-L6-v2 vectors (needs the vectors cached beside the
+    # index, in <corpus>/dense; encoding the query costs a few ms on CPU).
+    dense: bool = False
 
 
 class FetchSettings(BaseModel):

@@ -27,6 +27,8 @@ from fathom.tools.toolbox import Toolbox, build_toolbox
 
 log = get_logger(__name__)
 
+WEAK_EXTRACTOR_TOKENS = 192
+
 
 def is_weak_model(role: ModelRole) -> bool:
     """The bundled 135M model cannot follow the tool protocol unaided; guide it by default."""
@@ -86,6 +88,11 @@ class LocalRuntime:
             self._stack.callback(web.stop)
             base_url = web.base_url
             log.info("local_web_started", base_url=base_url, corpus=str(index_dir))
+
+        if is_weak_model(s.extractor) and "max_new_tokens" not in s.extractor.model_fields_set:
+            # The original's 1,024-token extractor budget is for GPT-4.1-mini; the bundled 135M
+            # model on a CPU writes its three sections in far fewer tokens or not at all.
+            s.extractor.max_new_tokens = WEAK_EXTRACTOR_TOKENS
 
         db = Database(s.resolved_database_url)
         db.migrate()

@@ -2,8 +2,8 @@
 
 One browser process per pool, started on first use, with one shared context. ``browser_contexts``
 slots, each one reusable page of that context (a context per slot cost ~100 ms more CPU per page:
-pages of separate contexts never share a renderer process); the whole browser is relaunched after ``browser_recycle_after`` pages (to
-shed leaks) or when it dies.
+pages of separate contexts never share a renderer process); the whole browser is relaunched
+after ``browser_recycle_after`` pages (to shed leaks) or when it dies.
 
 Every request a page makes (document, scripts, XHR, sub-frames) goes through a route handler:
 it runs the SSRF guard on the URL, aborts images/media/fonts, and fetches the rest itself with
@@ -209,7 +209,8 @@ class BrowserPool:
             status = response.status
             if status >= 400:
                 raise FetchError(url, f"HTTP {status} (browser)")
-            media, _ = parse_content_type(await response.header_value("content-type"))
+            # ``headers`` came with the response event; ``header_value`` is one more round trip.
+            media, _ = parse_content_type(response.headers.get("content-type"))
             if media and media not in ("text/html", "application/xhtml+xml"):
                 raise FetchError(url, f"browser path reads HTML only, got {media}")
         await self._settle(slot, min(deadline, time.monotonic() + _SETTLE_MAX_S))

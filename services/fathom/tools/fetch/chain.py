@@ -1,15 +1,16 @@
 """The fetch chain behind ``query_url``: replay, or httpx first and the browser when needed.
 
 The browser is used when the caller asks (``render=True``), when settings say ``always``, for hosts
-in ``browser_domains``, and, in ``auto``, when plain HTML yields almost no main text but carries
-scripts (a page built in the browser). Every fetched body is snapshotted before it is read, so a
-failed read can still be replayed and examined.
+in ``browser_domains``, and, in ``auto``, when plain HTML carries scripts and yields almost no
+main text, or little text beside signs of a script-built shell (see ``looks_script_built``).
+Every fetched body is snapshotted before it is read, so a failed read can still be replayed and
+examined.
 
 Text extraction is CPU work and runs off the event loop: in a thread by default, or in a process
 pool of ``extract_workers`` processes (real parallelism on a multi-core box). The process pool is
 opt-in because it uses the forkserver start method, which re-imports the caller's ``__main__``
-(scripts must have an ``if __name__ == "__main__"`` guard); on the shared 2-core box both measured
-the same (~63-66 static pages/s).
+(scripts must have an ``if __name__ == "__main__"`` guard). With the pool, the snapshot is written
+in the same hop as the read, in the worker, so the event loop's process only fetches.
 """
 
 from __future__ import annotations
@@ -37,6 +38,15 @@ from fathom.tools.fetch.ssrf import SSRFGuard
 log = get_logger(__name__)
 
 _SCRIPT_TAG = re.compile(rb"<script\b", re.I)
+_SCRIPT_BODY = re.compile(rb"<script\b[^>]*>(.*?)</script\s*>", re.I | re.S)
+_NOSCRIPT_JS = re.compile(rb"<noscript\b[^>]*>[^<]{0,400}?javascript", re.I)
+# An application mount point or main element left empty for scripts to fill.
+_EMPTY_MOUNT = re.compile(
+    rb"<(?:div|main)\b[^>]*\b(?:id=[\"']?(?:root|app|__next|__nuxt|content|main)\b|role=[\"']?main)[^>]*>\s*</(?:div|main)>",
+    re.I,
+)
+# Below this many characters of main text a scripted page is checked for signs of a shell.
+_SHELL_SUSPECT_FACTOR = 4
 
 
 @dataclass(frozen=True)
@@ -46,9 +56,23 @@ class ReadResult:
     page: FetchedPage
 
 
-def looks_script_built(body: bytes) -> bool:
-    """HTML whose text is made by scripts: it has script tags (the text check is the caller's)."""
-    return _SCRIPT_TAG.search(body) is not None
+def looks_script_built(body: bytes, text_chars: int = 0, min_text_chars: int = 200) -> bool:
+    """HTML whose main text is made by scripts, judged from the raw body and its extracted text.
+
+    Scripts are required. Then: almost no main text, or a little text (boilerplate such as a
+    licence footer is often all a shell has) together with a sign of a shell: a noscript notice
+    about JavaScript, an empty app mount, or more inline script than text.
+    """
+    if _SCRIPT_TAG.search(body) is None:
+        return False
+    if text_chars < min_text_chars:
+        return True
+    if text_chars >= _SHELL_SUSPECT_FACTOR * min_text_chars:
+        return False
+    if _NOSCRIPT_JS.search(body) or _EMPTY_MOUNT.search(body):
+        return True
+    inline = sum(len(m) for m in _SCRIPT_BODY.findall(body))
+    return inline > 2 * text_chars
 
 
 def host_matches(host: str, domains: Iterable[str]) -> bool:
@@ -133,15 +157,16 @@ class FetchChain:
             and self.settings.browser == "auto"
             and self._browser is not None
             and result.text.kind == "html"
-            and len(result.text.text) < self.settings.js_min_text_chars
-            and looks_script_built(result.page.body)
+            and looks_script_built(result.page.body, len(result.text.text), self.settings.js_min_text_chars)
         ):
             try:
                 rendered = await self._fetch_and_read(self._browser, url, self.settings.browser_deadline_s)
             except FetchError as exc:
                 log.info("fetch.render_fallback_failed", url=url, error=exc.message)
                 return result
-            if len(rendered.text.text) > len(result.text.text):
+            # The rendered DOM holds what the raw HTML had plus what scripts built, so it wins when
+            # it has any text: "longer wins" kept a shell's licence footer over a short article.
+            if rendered.text.text.strip():
                 return rendered
         return result
 

@@ -1,0 +1,74 @@
+"""End to end through the CLI: the real bundled model, the shipped sample corpus on the local web,
+the real fetchers, the SQLite store. One research job in report mode."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fathom.core.config import Settings
+from fathom.store.db import Database
+from fathom.store.repository import JobStore
+from fathom.synthesis.protocol import trace_urls
+
+pytestmark = pytest.mark.slow
+
+QUESTION = "Which country is the Eiffel Tower in, and who designed it?"
+
+
+@pytest.fixture(scope="module")
+def research_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
+    data_dir = tmp_path_factory.mktemp("e2e-data")
+    env = dict(os.environ)
+    env.update(
+        FATHOM_DATA_DIR=str(data_dir),
+        # Short generations keep the CPU run to a few minutes; the protocol is the same.
+        FATHOM_EXTRACTOR__MAX_NEW_TOKENS="96",
+        FATHOM_AGENT__GUIDED_MAX_TURNS="3",
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "fathom.cli.main", "research", QUESTION, "--mode", "report", "--json"],
+        env=env, capture_output=True, text=True, timeout=1500,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads(proc.stdout[proc.stdout.index("{\n"):])
+    return summary, data_dir
+
+
+def test_job_searched_fetched_and_was_stored(research_run: tuple[dict, Path]) -> None:
+    summary, data_dir = research_run
+    store = JobStore(Database(Settings(data_dir=data_dir).resolved_database_url))
+    job = store.get_job(summary["job_id"])
+    assert job.status == "succeeded"
+    traj = store.load_trajectory(job.id)
+    assert traj is not None and len(traj.steps) == summary["turns"] >= 2
+    calls = traj.tool_calls
+    searches = [c for c in calls if c.name == "search_urls" and c.ok]
+    reads = [c for c in calls if c.name == "query_url" and c.ok]
+    assert searches and reads, [(c.name, c.ok, c.error) for c in calls]
+    assert reads[0].arguments["url"].startswith("http://127.0.0.1:")
+    assert "Evidence" in (reads[0].result or "") and "Summary" in (reads[0].result or "")
+    assert reads[0].snapshot_sha256 or reads[0].meta.get("snapshot_sha256")
+    assert traj.answer
+
+
+def test_report_exists_and_cites_only_the_trace(research_run: tuple[dict, Path]) -> None:
+    summary, data_dir = research_run
+    md_path, json_path = Path(summary["report_markdown"]), Path(summary["report_json"])
+    assert md_path.exists() and json_path.exists()
+    report = json.loads(json_path.read_text())
+    store = JobStore(Database(Settings(data_dir=data_dir).resolved_database_url))
+    traj = store.load_trajectory(summary["job_id"])
+    assert traj is not None
+    allowed = trace_urls(traj)
+    assert report["sources"], "the report cites nothing"
+    assert set(report["sources"]) <= allowed
+    stored = store.get_report(summary["job_id"])
+    assert stored is not None and stored.markdown == md_path.read_text().rstrip("\n") or stored.markdown
+    for heading in ("Executive Summary", "Conclusion", "Sources used"):
+        assert heading in md_path.read_text()
