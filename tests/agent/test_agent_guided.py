@@ -105,7 +105,8 @@ async def test_guided_loop_searches_reads_then_answers() -> None:
     assert read.arguments == {"url": first_hit, "goal": "who climbed it first"}
     assert read.result and first_hit.rsplit("/", 1)[-1] in read.result.lower()
     assert traj.stop_reason == "answered" and traj.answer == "Lacedelli and Compagnoni"
-    offered = [r.params.choices for r in backend.requests if r.params.choices and " answer" in r.params.choices]
+    offered = [r.params.choices for r in backend.requests
+               if r.params.choices and " answer" in r.params.choices]
     # search and read were required, so the only free action choice came after the read
     assert offered == [(" search_urls", " query_url", " answer")]
 

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from fathom.core.config import Settings
 
 K8S = Path(__file__).resolve().parents[2] / "k8s"

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from fathom.core.config import Settings
 from fathom.store.db import Database
 from fathom.store.repository import JobStore
@@ -69,6 +68,6 @@ def test_report_exists_and_cites_only_the_trace(research_run: tuple[dict, Path])
     assert report["sources"], "the report cites nothing"
     assert set(report["sources"]) <= allowed
     stored = store.get_report(summary["job_id"])
-    assert stored is not None and stored.markdown == md_path.read_text().rstrip("\n") or stored.markdown
+    assert (stored is not None and stored.markdown == md_path.read_text().rstrip("\n")) or stored.markdown
     for heading in ("Executive Summary", "Conclusion", "Sources used"):
         assert heading in md_path.read_text()

@@ -20,7 +20,9 @@ def test_contract_round_trip() -> None:
     from fathom.rpc.gen import common_pb2, research_pb2
 
     job = research_pb2.Progress(
-        kind="step", job_id="j1", step=common_pb2.Step(index=0, tool_calls=[common_pb2.ToolCall(name="search_urls")])
+        kind="step",
+        job_id="j1",
+        step=common_pb2.Step(index=0, tool_calls=[common_pb2.ToolCall(name="search_urls")]),
     )
     again = research_pb2.Progress.FromString(job.SerializeToString())
     assert again.step.tool_calls[0].name == "search_urls"

@@ -34,7 +34,10 @@ def _print_event(ev: ProgressEvent) -> None:
         calls = ", ".join(
             f"{c['name']}({_short(c['target'], 50)}){'' if c['ok'] else ' [red]✗[/red]'}"
             for c in ev.tool_calls
-        ) or ("answer: " + _short(str(ev.data.get("answer") or ""), 60) if ev.data.get("answer") else "no tool call")
+        )
+        if not calls:
+            answer = ev.data.get("answer")
+            calls = f"answer: {_short(str(answer), 60)}" if answer else "no tool call"
         console.print(
             f"{t} turn {ev.turn:>2}  tokens {ev.total_tokens:>6}  "
             f"model {ev.data.get('model_s', 0):5.1f}s tools {ev.data.get('tools_s', 0):5.2f}s  {calls}"
@@ -69,7 +72,9 @@ def research(
     async def main() -> dict[str, Any]:
         async with LocalRuntime(settings, reports_dir=out) as rt:
             if rt.local_web_base:
-                console.print(f"[dim]local web: {rt.local_web_base}  store: {settings.resolved_database_url}[/dim]")
+                console.print(
+                    f"[dim]local web: {rt.local_web_base}  store: {settings.resolved_database_url}[/dim]"
+                )
             job_id = await rt.service.submit(question, mode)  # type: ignore[arg-type]
             result = await rt.service.run(job_id, on_event=_print_event)
             return {
@@ -128,7 +133,9 @@ def jobs_list(
 def _job_dict(job: Any) -> dict[str, Any]:
     from dataclasses import asdict, is_dataclass
 
-    return asdict(job) if is_dataclass(job) else dict(job)
+    if is_dataclass(job) and not isinstance(job, type):
+        return asdict(job)
+    return dict(job)
 
 
 @jobs_app.command("show")

@@ -77,7 +77,8 @@ class ResearchService:
     async def run(self, job_id: str, on_event: EventSink | None = None) -> ResearchResult:
         job = await asyncio.to_thread(self.store.get_job, job_id)
         job_id = job.id
-        question, mode = job.question, job.mode
+        question = job.question
+        mode: Mode = "search" if job.mode == "search" else "report"
         t0 = time.perf_counter()
 
         async def emit(event: ProgressEvent) -> None:
