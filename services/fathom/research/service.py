@@ -87,9 +87,20 @@ class ResearchService:
                 if asyncio.iscoroutine(maybe):
                     await maybe
 
-        await asyncio.to_thread(self.store.mark_running, job_id)
-        await emit(ProgressEvent("job_started", job_id, 0.0, message=question, data={"mode": mode}))
+        if job.status in ("succeeded", "failed", "cancelled"):
+            raise StoreError(f"job {job_id} already ended ({job.status}); submit it again to rerun")
+        # A job left running by a dead worker resumes from its last persisted step.
+        resume: Trajectory | None = None
         trajectory_id: str | None = None
+        if job.status == "running":
+            ids = await asyncio.to_thread(self.store.trajectory_ids, job_id)
+            if ids:
+                trajectory_id = ids[-1]
+                resume = await asyncio.to_thread(self.store.load_trajectory_by_id, trajectory_id)
+                log.info("research_job_resumed", job_id=job_id, steps=len(resume.steps))
+        await asyncio.to_thread(self.store.mark_running, job_id)
+        await emit(ProgressEvent("job_started", job_id, 0.0, message=question,
+                                 data={"mode": mode, "resumed_steps": len(resume.steps) if resume else 0}))
         store_s = 0.0
 
         async def ensure_trajectory(traj: Trajectory) -> str:
@@ -130,13 +141,19 @@ class ResearchService:
             )
 
         try:
-            traj = await self.agent.run(question, mode=mode, on_step=on_step)
+            traj = await self.agent.run(question, mode=mode, on_step=on_step, resume=resume)
             tid = await ensure_trajectory(traj)
             await asyncio.to_thread(self.store.finish_trajectory, tid, traj)
             t_agent = time.perf_counter() - t0
             result = ResearchResult(job_id=job_id, answer=traj.answer, trajectory=traj)
             result.timings["agent_s"] = t_agent
             result.timings["store_s"] = store_s
+            if traj.stop_reason == "error":
+                # The model failed mid-run: the steps so far are kept; no report is written from them.
+                message = str(traj.meta.get("error") or "the policy model failed")
+                await asyncio.to_thread(self.store.mark_failed, job_id, message)
+                await emit(ProgressEvent("job_failed", job_id, time.perf_counter() - t0, message=message))
+                return result
             if mode == "report" and self.synthesizer is not None:
                 await emit(ProgressEvent("synthesis_started", job_id, time.perf_counter() - t0))
                 ts = time.perf_counter()
