@@ -49,6 +49,31 @@ class ModelRole(BaseModel):
     dtype: str = "auto"  # transformers only
 
 
+# Each role has its own defaults in its own class: a role configured partly from the environment
+# (FATHOM_EXTRACTOR__BACKEND=openai) keeps the role's other defaults instead of the generic ones.
+class PolicyRole(ModelRole):
+    max_new_tokens: int = 8_192  # per turn, as in RAPO stage 1
+
+
+class SynthesizerRole(ModelRole):
+    context_tokens: int = 131_072  # YaRN factor 2 over 40,960
+    max_new_tokens: int = 10_000
+    temperature: float = 0.4
+    repetition_penalty: float = 1.0
+
+
+class ExtractorRole(ModelRole):
+    max_new_tokens: int = 1024  # GPT-4.1-mini at temperature 0 in the original
+    temperature: float = 0.0
+    repetition_penalty: float = 1.0
+
+
+class JudgeRole(ModelRole):
+    max_new_tokens: int = 512
+    temperature: float = 0.0
+    repetition_penalty: float = 1.0
+
+
 class SearchSettings(BaseModel):
     backend: Literal["local", "serper", "searxng"] = "local"
     index_dir: Path | None = None  # local; default: the prepared sample corpus index in cache_dir
@@ -128,18 +153,10 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = False
 
-    policy: ModelRole = Field(default_factory=lambda: ModelRole(max_new_tokens=8_192))
-    synthesizer: ModelRole = Field(
-        default_factory=lambda: ModelRole(
-            context_tokens=131_072, max_new_tokens=10_000, temperature=0.4, repetition_penalty=1.0
-        )
-    )
-    extractor: ModelRole = Field(
-        default_factory=lambda: ModelRole(temperature=0.0, max_new_tokens=1024, repetition_penalty=1.0)
-    )
-    judge: ModelRole = Field(
-        default_factory=lambda: ModelRole(temperature=0.0, max_new_tokens=512, repetition_penalty=1.0)
-    )
+    policy: PolicyRole = Field(default_factory=PolicyRole)
+    synthesizer: SynthesizerRole = Field(default_factory=SynthesizerRole)
+    extractor: ExtractorRole = Field(default_factory=ExtractorRole)
+    judge: JudgeRole = Field(default_factory=JudgeRole)
 
     search: SearchSettings = Field(default_factory=SearchSettings)
     fetch: FetchSettings = Field(default_factory=FetchSettings)
