@@ -137,6 +137,15 @@ def _overlap(a: str, b: str) -> float:
     return len(wa & wb) / len(wa) if wa else 0.0
 
 
+# A generated sentence stays only if most of its content words occur in the text it was written
+# from: a small model's fluent inventions (names, dates, places) fail this test, paraphrases pass.
+SUPPORT_THRESHOLD = 0.6
+
+
+def supported(sentence: str, source_text: str, threshold: float = SUPPORT_THRESHOLD) -> bool:
+    return _overlap(sentence, source_text) >= threshold
+
+
 class GuidedWriter:
     def __init__(self, backend: ModelBackend, temperature: float, config: GuidedConfig) -> None:
         self.backend = backend
@@ -208,14 +217,14 @@ class GuidedWriter:
         ]
         sections: list[GuidedSection] = []
         for ev, c in zip(chosen, await self._batch(prompts, self._params(sec_tok)), strict=True):
-            sents = clean_generation(c.text, cfg.sentences_per_section)
-            generated = bool(sents)
-            # the source's own words keep a thin section factual (and fill an empty one)
-            for quote in source_sentences(ev, 2):
-                if len(sents) >= 2:
-                    break
-                if quote not in sents:
-                    sents.append(quote)
+            written = clean_generation(c.text, cfg.sentences_per_section)
+            kept = [x for x in written if supported(x, ev.text)]
+            generated = bool(kept)
+            # The source's own verbatim sentences lead; generated ones follow only where the source
+            # supports them, so a weak model cannot put invented facts behind a real citation.
+            sents = source_sentences(ev, 2)
+            sents += [x for x in kept if x not in sents]
+            sents = sents[: max(2, cfg.sentences_per_section)]
             sents = sents or [f"{_section_title(ev)} is among the sources found."]
             sections.append(GuidedSection(_section_title(ev), ev, sents, generated))
             await emit("section", {"index": len(sections), "title": sections[-1].title, "url": ev.url,
@@ -230,6 +239,7 @@ class GuidedWriter:
         bullets: list[tuple[str, str]] = []
         for i, s in enumerate(sections):
             got = clean_generation(summaries[i].text, 1, allow_fragment=False) if summaries else []
+            got = [x for x in got if supported(x, " ".join(s.sentences) + " " + s.source.text)]
             bullets.append((got[0] if got else s.sentences[0], s.source.url))
         # the layout asks for at least five bullets: add the sections' other sentences, then
         # verbatim evidence from the sources, then from other pages the research read
@@ -255,7 +265,7 @@ class GuidedWriter:
             self._params(max(rec_tok, concl_tok), stop=_STOPS[:2] + _STOPS[3:]),
         )
         recs = clean_generation(closing[0].text, 3)
-        conclusion = clean_generation(closing[1].text, 6)
+        conclusion = [x for x in clean_generation(closing[1].text, 6) if supported(x, findings)]
         for s in sections:  # a conclusion has at least three sentences
             if len(conclusion) >= 3:
                 break
