@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import platformdirs
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 BUNDLED_MODEL = "bundled:smollm2-135m-instruct"
@@ -164,6 +164,15 @@ class Settings(BaseSettings):
     agent: AgentSettings = Field(default_factory=AgentSettings)
 
     serper_api_key: SecretStr | None = None  # FATHOM_SERPER_API_KEY (or SERPER_API_KEY)
+
+    @field_validator("policy", "synthesizer", "extractor", "judge", mode="before")
+    @classmethod
+    def _role_from_generic(cls, value: Any) -> Any:
+        """A plain ``ModelRole`` given in code becomes the role's class: what it sets wins, and the
+        role's own defaults fill the rest."""
+        if isinstance(value, ModelRole):
+            return value.model_dump(exclude_unset=True)
+        return value
 
     @property
     def sqlite_path(self) -> Path:
