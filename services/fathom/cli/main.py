@@ -20,12 +20,7 @@ _AREAS: list[tuple[str, str, str | None]] = [
 
 def _load_areas() -> None:
     for module_name, attr, sub in _AREAS:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:
-                continue  # area not built yet
-            raise
+        module = importlib.import_module(module_name)
         obj = getattr(module, attr)
         if sub is None:
             obj(app)

@@ -18,7 +18,9 @@ def configure_logging(level: str = "INFO", json: bool = False) -> None:
         lvl = logging.INFO
     logging.basicConfig(stream=sys.stderr, level=lvl, format="%(message)s")
     logging.getLogger().setLevel(lvl)
-    for noisy in ("httpx", "httpcore", "urllib3", "filelock", "transformers"):
+    noisy_libraries = ("httpx", "httpcore", "urllib3", "filelock", "transformers", "alembic",
+                       "sentence_transformers")
+    for noisy in noisy_libraries:
         logging.getLogger(noisy).setLevel(max(lvl, logging.WARNING))
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
