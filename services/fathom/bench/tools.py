@@ -56,7 +56,7 @@ class FetchPlan:
     js_pages: int = 100
     mixed_pages: int = 500
     concurrency: int = 32
-    browser_contexts: int = 4
+    browser_contexts: int = 6
     extract_workers: int | None = 2
     js_share: float = 0.15
 

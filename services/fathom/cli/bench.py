@@ -40,7 +40,7 @@ def tools(
     js_pages: int = typer.Option(100, "--js-pages", min=1),
     mixed_pages: int = typer.Option(500, "--mixed-pages", min=1),
     concurrency: int = typer.Option(32, "--concurrency", min=1),
-    browser_contexts: int = typer.Option(4, "--browser-contexts", min=1),
+    browser_contexts: int = typer.Option(6, "--browser-contexts", min=1),
     extract_workers: int = typer.Option(
         2, "--extract-workers", min=0, help="Extraction processes (0: a thread in the fetch worker)."
     ),
