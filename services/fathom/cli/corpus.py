@@ -92,3 +92,27 @@ def sample(as_json: bool = typer.Option(False, "--json")) -> None:
         typer.echo(json.dumps(info.to_json(), indent=2))
     else:
         console.print(f"sample corpus: {info.documents} documents at {path}")
+
+
+@app.command("embed")
+def embed(
+    corpus_dir: Path | None = typer.Argument(None, help="Corpus folder (default: the sample corpus)."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda"),
+) -> None:
+    """Encode every document with all-MiniLM-L6-v2 once and cache the vectors beside the index,
+    for hybrid search (FATHOM_SEARCH__DENSE=true). About 11 minutes for 22k documents on 2 CPU cores."""
+    import time
+
+    from fathom.core.config import get_settings
+    from fathom.corpus.dense import DenseVectors
+    from fathom.corpus.sample import ensure_sample_index
+    from fathom.corpus.store import Corpus
+
+    target = corpus_dir or ensure_sample_index(get_settings())
+    corpus = Corpus.open(target)
+    started = time.perf_counter()
+    vectors = DenseVectors.encode_corpus(list(corpus), target, device=device)
+    console.print(
+        f"encoded {len(vectors.ids)} documents in {time.perf_counter() - started:.0f} s -> "
+        f"{DenseVectors.paths(target)[0]}"
+    )
