@@ -9,7 +9,7 @@ configuration alone: ``FATHOM_POLICY__BACKEND=openai`` + ``FATHOM_POLICY__BASE_U
 from __future__ import annotations
 
 from contextlib import AsyncExitStack
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -131,4 +131,4 @@ def _guided(settings: Settings) -> bool:
     return is_weak_model(settings.policy)
 
 
-__all__ = ["LocalRuntime", "Runtime", "asdict", "is_weak_model", "policy_sampling"]
+__all__ = ["LocalRuntime", "Runtime", "is_weak_model", "policy_sampling"]

@@ -264,7 +264,8 @@ class GuidedWriter:
             ],
             self._params(max(rec_tok, concl_tok), stop=_STOPS[:2] + _STOPS[3:]),
         )
-        recs = clean_generation(closing[0].text, 3)
+        # Advice may go beyond the sources' words, but not invent facts: half its words must be found.
+        recs = [x for x in clean_generation(closing[0].text, 3) if supported(x, findings, threshold=0.5)]
         conclusion = [x for x in clean_generation(closing[1].text, 6) if supported(x, findings)]
         for s in sections:  # a conclusion has at least three sentences
             if len(conclusion) >= 3:
