@@ -52,6 +52,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from fathom.corpus.store import Corpus
 
 PG_HOST = "127.0.0.1"
 PG_PORT = 5432
@@ -391,3 +392,18 @@ def spawn_redis() -> Iterator[Callable[[], ThrowawayServer]]:
     yield spawn
     for server in servers:
         server.stop()
+
+
+# --- a small real corpus (HotpotQA + MuSiQue paragraphs), shared by the corpus and search tests ---
+
+
+@pytest.fixture(scope="session")
+def small_corpus_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.shared_data import build_small_corpus
+
+    return build_small_corpus(tmp_path_factory.mktemp("corpus") / "small")
+
+
+@pytest.fixture(scope="session")
+def small_corpus(small_corpus_dir: Path) -> Corpus:
+    return Corpus.open(small_corpus_dir)

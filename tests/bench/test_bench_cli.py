@@ -14,12 +14,7 @@ from pathlib import Path
 import pytest
 from fathom.corpus.build import build_corpus
 
-_ROOT = Path(__file__).resolve().parents[2]
-# The checkout may hold shared/ itself or sit beside it.
-SHARED_DATA = next(
-    (p for p in (_ROOT / "shared" / "data", _ROOT.parent / "shared" / "data") if p.is_dir()),
-    _ROOT.parent / "shared" / "data",
-)
+from tests.shared_data import SHARED_DATA
 
 
 @pytest.fixture(scope="module")

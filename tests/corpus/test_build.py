@@ -11,7 +11,7 @@ from fathom.corpus.documents import CorpusFormatError
 from fathom.corpus.store import Corpus
 from typer.testing import CliRunner
 
-from .conftest import CLOSED, CORPUS
+from tests.shared_data import CLOSED, CORPUS
 
 
 def test_build_writes_docs_manifest_and_index(small_corpus_dir: Path, small_corpus: Corpus) -> None:

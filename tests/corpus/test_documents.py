@@ -15,7 +15,7 @@ from fathom.corpus.documents import (
     read_many,
 )
 
-from .conftest import CLOSED, CORPUS
+from tests.shared_data import CLOSED, CORPUS
 
 URL_SAFE = re.compile(r"^[A-Za-z0-9_.~-]+$")
 

@@ -12,9 +12,11 @@ from fathom.models.bundled import prepare_bundled
 from fathom.models.transformers_backend import TransformersBackend
 from fathom.tools.extract import EvidenceExtractor, ExtractionCache, format_query_url_result
 
+from tests.shared_data import CORPUS
+
 pytestmark = pytest.mark.slow
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "corpus" / "wikipedia_vital_summaries.json"
+DATA = CORPUS / "wikipedia_vital_summaries.json"
 URL = "http://127.0.0.1:9/wiki/Marie_Curie"
 GOAL = "When did Marie Curie win the Nobel Prize?"
 # Small budgets keep the test quick on a busy CPU; the flow is the same as with 1024.

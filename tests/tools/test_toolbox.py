@@ -18,7 +18,9 @@ from fathom.tools.base import TOOL_SPECS, ToolRunner
 from fathom.tools.extract.verify import normalise
 from fathom.tools.toolbox import Toolbox, build_toolbox, clamp_top_k
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "corpus" / "wikipedia_vital_summaries.json"
+from tests.shared_data import CORPUS
+
+DATA = CORPUS / "wikipedia_vital_summaries.json"
 TITLES = [
     "Marie Curie",
     "Albert Einstein",

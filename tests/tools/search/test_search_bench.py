@@ -5,7 +5,7 @@ from pathlib import Path
 from fathom.bench.search import hotpotqa_questions, musique_questions, run_search_bench
 from rich.console import Console
 
-from tests.tools.search.conftest import SHARED_DATA
+from tests.shared_data import SHARED_DATA
 
 
 def test_bench_runs_on_a_small_corpus(small_corpus_dir: Path) -> None:

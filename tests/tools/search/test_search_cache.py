@@ -12,7 +12,7 @@ from fathom.tools.search.local import LocalSearchBackend
 from fathom.tools.search.searxng import SearxngBackend
 
 if TYPE_CHECKING:  # the fixture's class, for annotations only
-    from tests.tools.search.conftest import ProviderServer
+    from tests.shared_data import ProviderServer
 
 
 class Clock:

@@ -13,7 +13,7 @@ from fathom.tools.search.searxng import SearxngBackend
 from fathom.tools.search.serper import SerperBackend
 
 if TYPE_CHECKING:  # the fixture's class, for annotations only
-    from tests.tools.search.conftest import ProviderServer
+    from tests.shared_data import ProviderServer
 
 
 async def test_local_backend_from_settings(small_corpus_dir: Path, tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from fathom.core.errors import SearchError
 from fathom.tools.search.searxng import SearxngBackend
 
 if TYPE_CHECKING:  # the fixture's class, for annotations only
-    from tests.tools.search.conftest import ProviderServer
+    from tests.shared_data import ProviderServer
 
 SAMPLE: dict[str, Any] = json.loads((Path(__file__).parent / "searxng_sample.json").read_text())
 

@@ -9,7 +9,7 @@ from fathom.core.errors import SearchError
 from fathom.tools.search.serper import SerperBackend
 
 if TYPE_CHECKING:  # the fixture's class, for annotations only
-    from tests.tools.search.conftest import ProviderServer
+    from tests.shared_data import ProviderServer
 
 SAMPLE: dict[str, Any] = json.loads((Path(__file__).parent / "serper_sample.json").read_text())
 
