@@ -8,6 +8,7 @@ import pytest
 from fathom.corpus.pages import is_js_page, paragraphs
 from fathom.corpus.store import Corpus
 from fathom.corpus.web import LocalWeb
+from fathom.tools.fetch.browser import CHROMIUM_ARGS
 
 
 @pytest.fixture(scope="module")
@@ -114,14 +115,7 @@ async def test_browser_renders_js_page(web: LocalWeb) -> None:
     async with async_playwright() as p:
         browser = await p.chromium.launch(
             executable_path="/usr/bin/chromium",
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
+            args=list(CHROMIUM_ARGS),
         )
         try:
             page = await browser.new_page()

@@ -172,7 +172,7 @@ def _is_loopback(url: str) -> bool:
 
 async def _read_raw(settings: Settings, url: str, render: bool | None, origins: list[str]) -> ToolResult:
     from fathom.tools.fetch.chain import build_fetch_chain
-    from fathom.tools.toolbox import fetch_limit_s, read_for_tool
+    from fathom.tools.toolbox import fetch_limit_s, page_meta, read_for_tool
 
     chain = build_fetch_chain(settings.fetch, allow_origins=origins, snapshot_dir=settings.snapshot_dir)
     try:
@@ -182,14 +182,7 @@ async def _read_raw(settings: Settings, url: str, render: bool | None, origins: 
     if isinstance(result, ToolResult):
         return result
     meta: dict[str, Any] = {
-        "url": url,
-        "final_url": result.page.final_url,
-        "status": result.page.status,
-        "fetcher": result.page.fetcher,
-        "content_type": result.page.content_type,
-        "title": result.text.title,
-        "text_extractor": result.text.extractor,
-        "snapshot_sha256": result.snapshot.sha256 if result.snapshot else None,
+        **page_meta(url, result),
         "chars": len(result.text.text),
         "truncated": result.text.truncated,
     }

@@ -69,7 +69,9 @@ class LocalRuntime:
     """Async context manager that starts what the configured mode needs and tears it down."""
 
     def __init__(self, settings: Settings, reports_dir: Path | None = None) -> None:
-        self.settings = settings
+        # A private copy: the runtime fills in derived values (index dir, context budget, weak-model
+        # budgets) that must not leak into the shared settings of the process.
+        self.settings = settings.model_copy(deep=True)
         self.reports_dir = reports_dir or (settings.data_dir / "reports")
         self._stack = AsyncExitStack()
 
@@ -80,9 +82,7 @@ class LocalRuntime:
             from fathom.corpus.sample import ensure_sample_index
             from fathom.corpus.web import LocalWeb
 
-            index_dir = s.search.index_dir or ensure_sample_index(s)
-            if s.search.index_dir is None:
-                s.search.index_dir = index_dir
+            index_dir = s.search.index_dir = s.search.index_dir or ensure_sample_index(s)
             web = LocalWeb(index_dir)
             web.start()
             self._stack.callback(web.stop)

@@ -9,7 +9,7 @@ section is rebuilt from the citations that survive, deduplicated in order of fir
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
@@ -79,14 +79,19 @@ class CitationCheck:
         return len(self.uncited_sentences)
 
 
-def _split_sections(markdown: str) -> list[tuple[int, str, list[str]]]:
-    """(level, title, body lines) per heading; text before the first heading has level 0."""
-    out: list[tuple[int, str, list[str]]] = [(0, "", [])]
+def _lines_and_headings(markdown: str) -> Iterator[tuple[str, re.Match[str] | None]]:
+    """Each line with its heading match; a ``#`` inside a code fence is no heading."""
     fenced = False
     for line in markdown.splitlines():
         if line.lstrip().startswith("```"):
             fenced = not fenced
-        m = None if fenced else _HEADING_RE.match(line)
+        yield line, None if fenced else _HEADING_RE.match(line)
+
+
+def _split_sections(markdown: str) -> list[tuple[int, str, list[str]]]:
+    """(level, title, body lines) per heading; text before the first heading has level 0."""
+    out: list[tuple[int, str, list[str]]] = [(0, "", [])]
+    for line, m in _lines_and_headings(markdown):
         if m:
             out.append((len(m.group(1)), m.group(2).strip(), []))
         else:
@@ -102,11 +107,7 @@ def _drop_sources_sections(markdown: str) -> str:
     """The model's own Sources section goes: it is rebuilt from the citations that survive."""
     kept: list[str] = []
     skip_level = 0
-    fenced = False
-    for line in markdown.splitlines():
-        if line.lstrip().startswith("```"):
-            fenced = not fenced
-        m = None if fenced else _HEADING_RE.match(line)
+    for line, m in _lines_and_headings(markdown):
         if m:
             level = len(m.group(1))
             if skip_level and level > skip_level:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, Protocol
 
 from fathom.core.config import Settings
@@ -18,6 +19,7 @@ from fathom.core.logging import get_logger
 from fathom.models.base import ModelBackend
 from fathom.tools.base import QUERY_URL, SEARCH_URLS, TOOL_SPECS, ToolResult, ToolSpec
 from fathom.tools.extract import EvidenceExtractor, ExtractionCache, format_query_url_result
+from fathom.tools.fetch.base import PageSnapshot
 from fathom.tools.search.base import SearchBackend, format_results
 
 if TYPE_CHECKING:
@@ -100,6 +102,26 @@ async def run_search(search: SearchBackend, query: str, top_k: int, *, timeout_s
     )
 
 
+def page_meta(url: str, result: ReadResult) -> dict[str, Any]:
+    """Provenance of a page read, as tool results and the CLI report it."""
+    return {
+        "url": url,
+        "final_url": result.page.final_url,
+        "status": result.page.status,
+        "fetcher": result.page.fetcher,
+        "content_type": result.page.content_type,
+        "snapshot_sha256": result.snapshot.sha256 if result.snapshot is not None else None,
+        "title": result.text.title,
+        "text_extractor": result.text.extractor,
+    }
+
+
+def _snapshot_json(snapshot: PageSnapshot) -> dict[str, Any]:
+    data = asdict(snapshot)
+    data["fetched_at"] = snapshot.fetched_at.isoformat()
+    return data
+
+
 def fetch_limit_s(settings: Settings) -> float:
     """Outer bound of one fetch: plain try, browser try, and some slack."""
     return settings.fetch.deadline_s + settings.fetch.browser_deadline_s + _FETCH_SLACK_S
@@ -179,14 +201,10 @@ class Toolbox:
         except ModelError as exc:  # the extractor falls back on its own; this is a last guard
             return _error("query_url", f"the extractor model failed: {exc}", "ModelError", url=url)
         meta: dict[str, Any] = {
-            "url": url,
-            "final_url": result.page.final_url,
-            "status": result.page.status,
-            "fetcher": result.page.fetcher,
-            "content_type": result.page.content_type,
-            "snapshot_sha256": sha,
-            "title": result.text.title,
-            "text_extractor": result.text.extractor,
+            **page_meta(url, result),
+            # The whole provenance record, JSON-ready, so the job store can keep the snapshot row
+            # beside the tool call that read it (ResearchService records it per step).
+            "snapshot": _snapshot_json(result.snapshot) if result.snapshot is not None else None,
             "page_chars": len(page_text),
             "page_truncated": result.text.truncated or len(page_text) > self.settings.extract.page_chars,
             "method": evidence.method,
