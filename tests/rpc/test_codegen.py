@@ -26,3 +26,31 @@ def test_contract_round_trip() -> None:
     )
     again = research_pb2.Progress.FromString(job.SerializeToString())
     assert again.step.tool_calls[0].name == "search_urls"
+
+
+def test_every_service_contract_is_generated() -> None:
+    from fathom.rpc.gen import policy_pb2, research_pb2, reward_pb2, synthesis_pb2, tools_pb2
+
+    methods = {
+        research_pb2: ("ResearchService", {"Submit", "Get", "Watch", "Cancel", "List", "SubmitBatch",
+                                           "GetBatch", "WatchBatch", "CancelBatch"}),
+        policy_pb2: ("PolicyService", {"RunTrajectory", "ScoreTokens"}),
+        tools_pb2: ("ToolsService", {"SearchUrls", "QueryUrl", "Fetch"}),
+        synthesis_pb2: ("SynthesisService", {"Synthesize"}),
+        reward_pb2: ("RewardService", {"Score"}),
+    }
+    for module, (service, names) in methods.items():
+        found = {m.name for m in module.DESCRIPTOR.services_by_name[service].methods}
+        assert found == names, service
+    watch = research_pb2.DESCRIPTOR.services_by_name["ResearchService"].methods_by_name["Watch"]
+    assert watch.server_streaming and watch.input_type.name == "WatchRequest"
+
+
+def test_watch_resumes_from_an_event_index() -> None:
+    from fathom.rpc.gen import common_pb2, research_pb2
+
+    request = research_pb2.WatchRequest(job_id="j1", from_event=7)
+    again = research_pb2.WatchRequest.FromString(request.SerializeToString())
+    assert (again.job_id, again.from_event) == ("j1", 7)
+    event = research_pb2.Progress(event_index=7, kind="job_done", state=common_pb2.JOB_STATE_SUCCEEDED)
+    assert research_pb2.Progress.FromString(event.SerializeToString()).state == common_pb2.JOB_STATE_SUCCEEDED

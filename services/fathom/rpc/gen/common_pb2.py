@@ -24,15 +24,31 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x66\x61thom/v1/common.proto\x12\tfathom.v1\"\x96\x01\n\x08ToolCall\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x03 \x01(\t\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\x0e\n\x06result\x18\x05 \x01(\t\x12\n\n\x02ok\x18\x06 \x01(\x08\x12\x11\n\telapsed_s\x18\x07 \x01(\x01\x12\x17\n\x0fsnapshot_sha256\x18\x08 \x01(\t\"\xc3\x02\n\x04Step\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\r\n\x05think\x18\x03 \x01(\t\x12\'\n\ntool_calls\x18\x04 \x03(\x0b\x32\x13.fathom.v1.ToolCall\x12\x0e\n\x06\x61nswer\x18\x05 \x01(\t\x12\x11\n\ttoken_ids\x18\x06 \x03(\x05\x12\x10\n\x08logprobs\x18\x07 \x03(\x02\x12\x15\n\rprompt_tokens\x18\x08 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\t \x01(\x05\x12\x1c\n\x14tool_response_tokens\x18\n \x01(\x05\x12\x15\n\rfinish_reason\x18\x0b \x01(\t\x12\x0f\n\x07model_s\x18\x0c \x01(\x01\x12\x0f\n\x07tools_s\x18\r \x01(\x01\x12\x12\n\noverhead_s\x18\x0e \x01(\x01\x12\x14\n\x0c\x66orced_final\x18\x0f \x01(\x08\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x66\x61thom/v1/common.proto\x12\tfathom.v1\"\x92\x01\n\tErrorInfo\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x0e\n\x06\x64omain\x18\x02 \x01(\t\x12\x34\n\x08metadata\x18\x03 \x03(\x0b\x32\".fathom.v1.ErrorInfo.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd0\x02\n\x08Sampling\x12\x18\n\x0btemperature\x18\x01 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x02 \x01(\x02H\x01\x88\x01\x01\x12\x1f\n\x12repetition_penalty\x18\x03 \x01(\x02H\x02\x88\x01\x01\x12\x11\n\x04seed\x18\x04 \x01(\x03H\x03\x88\x01\x01\x12\x16\n\tmax_turns\x18\x05 \x01(\x05H\x04\x88\x01\x01\x12$\n\x17max_new_tokens_per_turn\x18\x06 \x01(\x05H\x05\x88\x01\x01\x12\x1b\n\x0emax_tool_calls\x18\x07 \x01(\x05H\x06\x88\x01\x01\x12\x10\n\x08logprobs\x18\x08 \x01(\x08\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x15\n\x13_repetition_penaltyB\x07\n\x05_seedB\x0c\n\n_max_turnsB\x1a\n\x18_max_new_tokens_per_turnB\x11\n\x0f_max_tool_calls\"\x96\x01\n\x08ToolCall\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x03 \x01(\t\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\x0e\n\x06result\x18\x05 \x01(\t\x12\n\n\x02ok\x18\x06 \x01(\x08\x12\x11\n\telapsed_s\x18\x07 \x01(\x01\x12\x17\n\x0fsnapshot_sha256\x18\x08 \x01(\t\"\xc3\x02\n\x04Step\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\r\n\x05think\x18\x03 \x01(\t\x12\'\n\ntool_calls\x18\x04 \x03(\x0b\x32\x13.fathom.v1.ToolCall\x12\x0e\n\x06\x61nswer\x18\x05 \x01(\t\x12\x11\n\ttoken_ids\x18\x06 \x03(\x05\x12\x10\n\x08logprobs\x18\x07 \x03(\x02\x12\x15\n\rprompt_tokens\x18\x08 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\t \x01(\x05\x12\x1c\n\x14tool_response_tokens\x18\n \x01(\x05\x12\x15\n\rfinish_reason\x18\x0b \x01(\t\x12\x0f\n\x07model_s\x18\x0c \x01(\x01\x12\x0f\n\x07tools_s\x18\r \x01(\x01\x12\x12\n\noverhead_s\x18\x0e \x01(\x01\x12\x14\n\x0c\x66orced_final\x18\x0f \x01(\x08\"4\n\x0bPageRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t*;\n\x04Lane\x12\x14\n\x10LANE_UNSPECIFIED\x10\x00\x12\r\n\tLANE_LIVE\x10\x01\x12\x0e\n\nLANE_TRAIN\x10\x02*>\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bMODE_SEARCH\x10\x01\x12\x0f\n\x0bMODE_REPORT\x10\x02*\x9a\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fathom.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TOOLCALL']._serialized_start=38
-  _globals['_TOOLCALL']._serialized_end=188
-  _globals['_STEP']._serialized_start=191
-  _globals['_STEP']._serialized_end=514
+  _globals['_ERRORINFO_METADATAENTRY']._loaded_options = None
+  _globals['_ERRORINFO_METADATAENTRY']._serialized_options = b'8\001'
+  _globals['_LANE']._serialized_start=1058
+  _globals['_LANE']._serialized_end=1117
+  _globals['_MODE']._serialized_start=1119
+  _globals['_MODE']._serialized_end=1181
+  _globals['_JOBSTATE']._serialized_start=1184
+  _globals['_JOBSTATE']._serialized_end=1338
+  _globals['_ERRORINFO']._serialized_start=38
+  _globals['_ERRORINFO']._serialized_end=184
+  _globals['_ERRORINFO_METADATAENTRY']._serialized_start=137
+  _globals['_ERRORINFO_METADATAENTRY']._serialized_end=184
+  _globals['_SAMPLING']._serialized_start=187
+  _globals['_SAMPLING']._serialized_end=523
+  _globals['_TOOLCALL']._serialized_start=526
+  _globals['_TOOLCALL']._serialized_end=676
+  _globals['_STEP']._serialized_start=679
+  _globals['_STEP']._serialized_end=1002
+  _globals['_PAGEREQUEST']._serialized_start=1004
+  _globals['_PAGEREQUEST']._serialized_end=1056
 # @@protoc_insertion_point(module_scope)

@@ -25,29 +25,39 @@ _sym_db = _symbol_database.Default()
 from fathom.rpc.gen import common_pb2 as fathom_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x66\x61thom/v1/research.proto\x12\tfathom.v1\x1a\x16\x66\x61thom/v1/common.proto\"_\n\rSubmitRequest\x12\x10\n\x08question\x18\x01 \x01(\t\x12\x1d\n\x04mode\x18\x02 \x01(\x0e\x32\x0f.fathom.v1.Mode\x12\x1d\n\x04lane\x18\x03 \x01(\x0e\x32\x0f.fathom.v1.Lane\"\x1c\n\nGetRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\x9e\x01\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08question\x18\x02 \x01(\t\x12\x1d\n\x04mode\x18\x03 \x01(\x0e\x32\x0f.fathom.v1.Mode\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\x0e\n\x06\x61nswer\x18\x05 \x01(\t\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12\x12\n\ncreated_at\x18\x07 \x01(\t\x12\x17\n\x0freport_markdown\x18\x08 \x01(\t\"k\n\x08Progress\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x11\n\telapsed_s\x18\x03 \x01(\x01\x12\x1d\n\x04step\x18\x04 \x01(\x0b\x32\x0f.fathom.v1.Step\x12\x0f\n\x07message\x18\x05 \x01(\t\",\n\x0bListRequest\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\",\n\x0cListResponse\x12\x1c\n\x04jobs\x18\x01 \x03(\x0b\x32\x0e.fathom.v1.Job*>\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bMODE_SEARCH\x10\x01\x12\x0f\n\x0bMODE_REPORT\x10\x02*E\n\x04Lane\x12\x14\n\x10LANE_UNSPECIFIED\x10\x00\x12\x14\n\x10LANE_INTERACTIVE\x10\x01\x12\x11\n\rLANE_TRAINING\x10\x02\x32\x94\x02\n\x0fResearchService\x12\x32\n\x06Submit\x12\x18.fathom.v1.SubmitRequest\x1a\x0e.fathom.v1.Job\x12,\n\x03Get\x12\x15.fathom.v1.GetRequest\x1a\x0e.fathom.v1.Job\x12\x35\n\x05Watch\x12\x15.fathom.v1.GetRequest\x1a\x13.fathom.v1.Progress0\x01\x12/\n\x06\x43\x61ncel\x12\x15.fathom.v1.GetRequest\x1a\x0e.fathom.v1.Job\x12\x37\n\x04List\x12\x16.fathom.v1.ListRequest\x1a\x17.fathom.v1.ListResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x66\x61thom/v1/research.proto\x12\tfathom.v1\x1a\x16\x66\x61thom/v1/common.proto\"\xa0\x01\n\rSubmitRequest\x12\x10\n\x08question\x18\x01 \x01(\t\x12\x1d\n\x04mode\x18\x02 \x01(\x0e\x32\x0f.fathom.v1.Mode\x12\x1d\n\x04lane\x18\x03 \x01(\x0e\x32\x0f.fathom.v1.Lane\x12\x10\n\x08priority\x18\x04 \x01(\x05\x12\x12\n\ndeadline_s\x18\x05 \x01(\x01\x12\x19\n\x11\x63lient_request_id\x18\x06 \x01(\t\"\x1c\n\nGetRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"2\n\x0cWatchRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x12\n\nfrom_event\x18\x02 \x01(\x03\"\xaf\x02\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08question\x18\x02 \x01(\t\x12\x1d\n\x04mode\x18\x03 \x01(\x0e\x32\x0f.fathom.v1.Mode\x12\"\n\x05state\x18\x04 \x01(\x0e\x32\x13.fathom.v1.JobState\x12\x0e\n\x06\x61nswer\x18\x05 \x01(\t\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12\x12\n\ncreated_at\x18\x07 \x01(\t\x12\x17\n\x0freport_markdown\x18\x08 \x01(\t\x12\x1d\n\x04lane\x18\t \x01(\x0e\x32\x0f.fathom.v1.Lane\x12\x10\n\x08\x62\x61tch_id\x18\n \x01(\t\x12\x12\n\nstarted_at\x18\x0b \x01(\t\x12\x13\n\x0b\x66inished_at\x18\x0c \x01(\t\x12\r\n\x05steps\x18\r \x01(\x05\x12\x12\n\ntool_calls\x18\x0e \x01(\x05\"\xa4\x01\n\x08Progress\x12\x13\n\x0b\x65vent_index\x18\x01 \x01(\x03\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12\x11\n\telapsed_s\x18\x04 \x01(\x01\x12\x1d\n\x04step\x18\x05 \x01(\x0b\x32\x0f.fathom.v1.Step\x12\x0f\n\x07message\x18\x06 \x01(\t\x12\"\n\x05state\x18\x07 \x01(\x0e\x32\x13.fathom.v1.JobState\"v\n\x0bListRequest\x12\"\n\x05state\x18\x01 \x01(\x0e\x32\x13.fathom.v1.JobState\x12\x1d\n\x04lane\x18\x02 \x01(\x0e\x32\x0f.fathom.v1.Lane\x12$\n\x04page\x18\x03 \x01(\x0b\x32\x16.fathom.v1.PageRequest\"E\n\x0cListResponse\x12\x1c\n\x04jobs\x18\x01 \x03(\x0b\x32\x0e.fathom.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\">\n\tBatchItem\x12\x10\n\x08question\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x13\n\x0bgold_answer\x18\x03 \x01(\t\"\xb2\x01\n\x12SubmitBatchRequest\x12#\n\x05items\x18\x01 \x03(\x0b\x32\x14.fathom.v1.BatchItem\x12\x1d\n\x04mode\x18\x02 \x01(\x0e\x32\x0f.fathom.v1.Mode\x12\x1d\n\x04lane\x18\x03 \x01(\x0e\x32\x0f.fathom.v1.Lane\x12\x10\n\x08priority\x18\x04 \x01(\x05\x12\x0c\n\x04name\x18\x05 \x01(\t\x12\x19\n\x11\x63lient_request_id\x18\x06 \x01(\t\"#\n\x0fGetBatchRequest\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\"\xe7\x01\n\x05\x42\x61tch\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x1d\n\x04mode\x18\x03 \x01(\x0e\x32\x0f.fathom.v1.Mode\x12\x1d\n\x04lane\x18\x04 \x01(\x0e\x32\x0f.fathom.v1.Lane\x12\x12\n\ncreated_at\x18\x05 \x01(\t\x12\r\n\x05total\x18\x06 \x01(\x05\x12\x0e\n\x06queued\x18\x07 \x01(\x05\x12\x0f\n\x07running\x18\x08 \x01(\x05\x12\x11\n\tsucceeded\x18\t \x01(\x05\x12\x0e\n\x06\x66\x61iled\x18\n \x01(\x05\x12\x11\n\tcancelled\x18\x0b \x01(\x05\x12\x0c\n\x04\x64one\x18\x0c \x01(\x08\"9\n\x11WatchBatchRequest\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x12\n\nfrom_event\x18\x02 \x01(\x03\"y\n\rBatchProgress\x12\x13\n\x0b\x65vent_index\x18\x01 \x01(\x03\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\"\n\x05state\x18\x03 \x01(\x0e\x32\x13.fathom.v1.JobState\x12\x1f\n\x05\x62\x61tch\x18\x04 \x01(\x0b\x32\x10.fathom.v1.Batch2\x95\x04\n\x0fResearchService\x12\x32\n\x06Submit\x12\x18.fathom.v1.SubmitRequest\x1a\x0e.fathom.v1.Job\x12,\n\x03Get\x12\x15.fathom.v1.GetRequest\x1a\x0e.fathom.v1.Job\x12\x37\n\x05Watch\x12\x17.fathom.v1.WatchRequest\x1a\x13.fathom.v1.Progress0\x01\x12/\n\x06\x43\x61ncel\x12\x15.fathom.v1.GetRequest\x1a\x0e.fathom.v1.Job\x12\x37\n\x04List\x12\x16.fathom.v1.ListRequest\x1a\x17.fathom.v1.ListResponse\x12>\n\x0bSubmitBatch\x12\x1d.fathom.v1.SubmitBatchRequest\x1a\x10.fathom.v1.Batch\x12\x38\n\x08GetBatch\x12\x1a.fathom.v1.GetBatchRequest\x1a\x10.fathom.v1.Batch\x12\x46\n\nWatchBatch\x12\x1c.fathom.v1.WatchBatchRequest\x1a\x18.fathom.v1.BatchProgress0\x01\x12;\n\x0b\x43\x61ncelBatch\x12\x1a.fathom.v1.GetBatchRequest\x1a\x10.fathom.v1.Batchb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fathom.v1.research_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MODE']._serialized_start=552
-  _globals['_MODE']._serialized_end=614
-  _globals['_LANE']._serialized_start=616
-  _globals['_LANE']._serialized_end=685
-  _globals['_SUBMITREQUEST']._serialized_start=63
-  _globals['_SUBMITREQUEST']._serialized_end=158
-  _globals['_GETREQUEST']._serialized_start=160
-  _globals['_GETREQUEST']._serialized_end=188
-  _globals['_JOB']._serialized_start=191
-  _globals['_JOB']._serialized_end=349
-  _globals['_PROGRESS']._serialized_start=351
-  _globals['_PROGRESS']._serialized_end=458
-  _globals['_LISTREQUEST']._serialized_start=460
-  _globals['_LISTREQUEST']._serialized_end=504
-  _globals['_LISTRESPONSE']._serialized_start=506
-  _globals['_LISTRESPONSE']._serialized_end=550
-  _globals['_RESEARCHSERVICE']._serialized_start=688
-  _globals['_RESEARCHSERVICE']._serialized_end=964
+  _globals['_SUBMITREQUEST']._serialized_start=64
+  _globals['_SUBMITREQUEST']._serialized_end=224
+  _globals['_GETREQUEST']._serialized_start=226
+  _globals['_GETREQUEST']._serialized_end=254
+  _globals['_WATCHREQUEST']._serialized_start=256
+  _globals['_WATCHREQUEST']._serialized_end=306
+  _globals['_JOB']._serialized_start=309
+  _globals['_JOB']._serialized_end=612
+  _globals['_PROGRESS']._serialized_start=615
+  _globals['_PROGRESS']._serialized_end=779
+  _globals['_LISTREQUEST']._serialized_start=781
+  _globals['_LISTREQUEST']._serialized_end=899
+  _globals['_LISTRESPONSE']._serialized_start=901
+  _globals['_LISTRESPONSE']._serialized_end=970
+  _globals['_BATCHITEM']._serialized_start=972
+  _globals['_BATCHITEM']._serialized_end=1034
+  _globals['_SUBMITBATCHREQUEST']._serialized_start=1037
+  _globals['_SUBMITBATCHREQUEST']._serialized_end=1215
+  _globals['_GETBATCHREQUEST']._serialized_start=1217
+  _globals['_GETBATCHREQUEST']._serialized_end=1252
+  _globals['_BATCH']._serialized_start=1255
+  _globals['_BATCH']._serialized_end=1486
+  _globals['_WATCHBATCHREQUEST']._serialized_start=1488
+  _globals['_WATCHBATCHREQUEST']._serialized_end=1545
+  _globals['_BATCHPROGRESS']._serialized_start=1547
+  _globals['_BATCHPROGRESS']._serialized_end=1668
+  _globals['_RESEARCHSERVICE']._serialized_start=1671
+  _globals['_RESEARCHSERVICE']._serialized_end=2204
 # @@protoc_insertion_point(module_scope)

@@ -26,8 +26,9 @@ if _version_not_supported:
 
 
 class ResearchServiceStub:
-    """The gateway contract: submit, get, watch, cancel and list research jobs.
-    It wraps fathom.research.service.ResearchService, the object the CLI calls in local mode.
+    """The gateway: research jobs and bulk batches of them. It owns the job records and enqueues
+    work on the `research` queue; it wraps fathom.research.service.ResearchService, the object the
+    CLI calls directly in local mode. Every method but health needs a bearer token.
     """
 
     def __init__(self, channel):
@@ -48,7 +49,7 @@ class ResearchServiceStub:
                 _registered_method=True)
         self.Watch = channel.unary_stream(
                 '/fathom.v1.ResearchService/Watch',
-                request_serializer=fathom_dot_v1_dot_research__pb2.GetRequest.SerializeToString,
+                request_serializer=fathom_dot_v1_dot_research__pb2.WatchRequest.SerializeToString,
                 response_deserializer=fathom_dot_v1_dot_research__pb2.Progress.FromString,
                 _registered_method=True)
         self.Cancel = channel.unary_unary(
@@ -61,15 +62,38 @@ class ResearchServiceStub:
                 request_serializer=fathom_dot_v1_dot_research__pb2.ListRequest.SerializeToString,
                 response_deserializer=fathom_dot_v1_dot_research__pb2.ListResponse.FromString,
                 _registered_method=True)
+        self.SubmitBatch = channel.unary_unary(
+                '/fathom.v1.ResearchService/SubmitBatch',
+                request_serializer=fathom_dot_v1_dot_research__pb2.SubmitBatchRequest.SerializeToString,
+                response_deserializer=fathom_dot_v1_dot_research__pb2.Batch.FromString,
+                _registered_method=True)
+        self.GetBatch = channel.unary_unary(
+                '/fathom.v1.ResearchService/GetBatch',
+                request_serializer=fathom_dot_v1_dot_research__pb2.GetBatchRequest.SerializeToString,
+                response_deserializer=fathom_dot_v1_dot_research__pb2.Batch.FromString,
+                _registered_method=True)
+        self.WatchBatch = channel.unary_stream(
+                '/fathom.v1.ResearchService/WatchBatch',
+                request_serializer=fathom_dot_v1_dot_research__pb2.WatchBatchRequest.SerializeToString,
+                response_deserializer=fathom_dot_v1_dot_research__pb2.BatchProgress.FromString,
+                _registered_method=True)
+        self.CancelBatch = channel.unary_unary(
+                '/fathom.v1.ResearchService/CancelBatch',
+                request_serializer=fathom_dot_v1_dot_research__pb2.GetBatchRequest.SerializeToString,
+                response_deserializer=fathom_dot_v1_dot_research__pb2.Batch.FromString,
+                _registered_method=True)
 
 
 class ResearchServiceServicer:
-    """The gateway contract: submit, get, watch, cancel and list research jobs.
-    It wraps fathom.research.service.ResearchService, the object the CLI calls in local mode.
+    """The gateway: research jobs and bulk batches of them. It owns the job records and enqueues
+    work on the `research` queue; it wraps fathom.research.service.ResearchService, the object the
+    CLI calls directly in local mode. Every method but health needs a bearer token.
     """
 
     def Submit(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Persist a job and queue it. INVALID_ARGUMENT (nothing persisted) on an empty or oversized
+        question or an unknown mode; RESOURCE_EXHAUSTED past the client's quota of running jobs.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -81,18 +105,48 @@ class ResearchServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Watch(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Progress of one job as a server stream, from event `from_event` on, ending after the job's
+        terminal event. A client that reconnects with the index after the last one it saw misses
+        nothing and sees nothing twice.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Cancel(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Cancel a queued or running job; reaches the in-flight model call, browser page and httpx
+        request. Cancelling a finished job returns it unchanged.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def List(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitBatch(self, request, context):
+        """Bulk work: many questions accepted in one call, persisted in one bulk insert.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetBatch(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchBatch(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelBatch(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -113,7 +167,7 @@ def add_ResearchServiceServicer_to_server(servicer, server):
             ),
             'Watch': grpc.unary_stream_rpc_method_handler(
                     servicer.Watch,
-                    request_deserializer=fathom_dot_v1_dot_research__pb2.GetRequest.FromString,
+                    request_deserializer=fathom_dot_v1_dot_research__pb2.WatchRequest.FromString,
                     response_serializer=fathom_dot_v1_dot_research__pb2.Progress.SerializeToString,
             ),
             'Cancel': grpc.unary_unary_rpc_method_handler(
@@ -126,6 +180,26 @@ def add_ResearchServiceServicer_to_server(servicer, server):
                     request_deserializer=fathom_dot_v1_dot_research__pb2.ListRequest.FromString,
                     response_serializer=fathom_dot_v1_dot_research__pb2.ListResponse.SerializeToString,
             ),
+            'SubmitBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitBatch,
+                    request_deserializer=fathom_dot_v1_dot_research__pb2.SubmitBatchRequest.FromString,
+                    response_serializer=fathom_dot_v1_dot_research__pb2.Batch.SerializeToString,
+            ),
+            'GetBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBatch,
+                    request_deserializer=fathom_dot_v1_dot_research__pb2.GetBatchRequest.FromString,
+                    response_serializer=fathom_dot_v1_dot_research__pb2.Batch.SerializeToString,
+            ),
+            'WatchBatch': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchBatch,
+                    request_deserializer=fathom_dot_v1_dot_research__pb2.WatchBatchRequest.FromString,
+                    response_serializer=fathom_dot_v1_dot_research__pb2.BatchProgress.SerializeToString,
+            ),
+            'CancelBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelBatch,
+                    request_deserializer=fathom_dot_v1_dot_research__pb2.GetBatchRequest.FromString,
+                    response_serializer=fathom_dot_v1_dot_research__pb2.Batch.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'fathom.v1.ResearchService', rpc_method_handlers)
@@ -135,8 +209,9 @@ def add_ResearchServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class ResearchService:
-    """The gateway contract: submit, get, watch, cancel and list research jobs.
-    It wraps fathom.research.service.ResearchService, the object the CLI calls in local mode.
+    """The gateway: research jobs and bulk batches of them. It owns the job records and enqueues
+    work on the `research` queue; it wraps fathom.research.service.ResearchService, the object the
+    CLI calls directly in local mode. Every method but health needs a bearer token.
     """
 
     @staticmethod
@@ -208,7 +283,7 @@ class ResearchService:
             request,
             target,
             '/fathom.v1.ResearchService/Watch',
-            fathom_dot_v1_dot_research__pb2.GetRequest.SerializeToString,
+            fathom_dot_v1_dot_research__pb2.WatchRequest.SerializeToString,
             fathom_dot_v1_dot_research__pb2.Progress.FromString,
             options,
             channel_credentials,
@@ -264,6 +339,114 @@ class ResearchService:
             '/fathom.v1.ResearchService/List',
             fathom_dot_v1_dot_research__pb2.ListRequest.SerializeToString,
             fathom_dot_v1_dot_research__pb2.ListResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fathom.v1.ResearchService/SubmitBatch',
+            fathom_dot_v1_dot_research__pb2.SubmitBatchRequest.SerializeToString,
+            fathom_dot_v1_dot_research__pb2.Batch.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fathom.v1.ResearchService/GetBatch',
+            fathom_dot_v1_dot_research__pb2.GetBatchRequest.SerializeToString,
+            fathom_dot_v1_dot_research__pb2.Batch.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/fathom.v1.ResearchService/WatchBatch',
+            fathom_dot_v1_dot_research__pb2.WatchBatchRequest.SerializeToString,
+            fathom_dot_v1_dot_research__pb2.BatchProgress.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fathom.v1.ResearchService/CancelBatch',
+            fathom_dot_v1_dot_research__pb2.GetBatchRequest.SerializeToString,
+            fathom_dot_v1_dot_research__pb2.Batch.FromString,
             options,
             channel_credentials,
             insecure,
