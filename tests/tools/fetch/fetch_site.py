@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import io
 import json
+import random
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -193,6 +195,7 @@ def build_routes(secret_base: str) -> dict[str, Callable[[dict[str, list[str]]],
             b"User-agent: *\nDisallow: /private/\n",
         ),
         "/secret": lambda q: (200, {"Content-Type": "text/plain"}, SECRET.encode()),
+        **browser_hostile_routes(),
     }
 
 
@@ -208,7 +211,9 @@ def _chain(n: int) -> Reply:
 
 
 def _serve(
-    host: str, routes_for: Callable[[int], dict[str, Callable[[dict[str, list[str]]], Reply]]]
+    host: str,
+    routes_for: Callable[[int], dict[str, Callable[[dict[str, list[str]]], Reply]]],
+    port: int = 0,
 ) -> tuple[ThreadingHTTPServer, Site]:
     site_ref: list[Site] = []
 
@@ -238,10 +243,214 @@ def _serve(
                 self.end_headers()
                 self.wfile.write(body)
 
-    server = ThreadingHTTPServer((host, 0), Handler)
+    server = ThreadingHTTPServer((host, port), Handler)
     server.daemon_threads = True
     port = server.server_address[1]
     routes = routes_for(port)
     site_ref.append(Site(base=f"http://{host}:{port}", host=host, port=port))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, site_ref[0]
+
+
+# --- pages that attack the browser path ------------------------------------------------------
+# Each takes its target (an address the guard must keep the browser away from) as ``?to=``.
+
+RANDOM_BYTES = random.Random(6).randbytes(147_000)
+DOM_BOMB_CHARS = 12_000_000  # what the /dom-bomb script builds, far over any cap
+
+
+def _to(q: dict[str, list[str]]) -> str:
+    return q.get("to", [""])[0]
+
+
+def popup_storm_page(target: str) -> str:
+    """50 popups to ``target``, one popup left running a timer, and a timer in the page itself."""
+    t = json.dumps(target)
+    return f"""<!doctype html><html><head><title>Popups</title></head><body>
+<p>{ARTICLE_SENTENCE}</p>
+<script>
+  for (let i = 0; i < 50; i++) window.open({t} + '/open-' + i, '_blank');
+  const w = window.open('', 'keeper');
+  const timer = 'setInterval(() => fetch(' + {json.dumps(t)} + ' + "/popup-tick", {{mode: "no-cors"}}), 50);';
+  if (w) w.document.write('<script>' + timer + '<' + '/script>');
+  setInterval(() => {{
+    fetch({t} + '/page-tick', {{mode: 'no-cors'}}).catch(() => {{}});
+    fetch('/tick').catch(() => {{}});
+  }}, 50);
+</script></body></html>"""
+
+
+# One hostile construct per page: each made Chromium open a TCP connection to a blocked address
+# (before our route handler could refuse the request) in the outside review.
+def bait_page(kind: str, target: str) -> str:
+    t = json.dumps(target)
+    constructs = {
+        "iframe": f"<iframe src='{target}/iframe'></iframe>",
+        "object": f"<object data='{target}/object'></object>",
+        "form": f"<form id='f' method='post' action='{target}/form'><input name='a' value='b'></form>"
+        "<script>document.getElementById('f').submit()</script>",
+        "location": f"<script>location.href = {t} + '/location'</script>",
+        "meta-refresh": f"<meta http-equiv='refresh' content='0;url={target}/refresh'>",
+        "download": f"<a id='d' href='{target}/download' download>file</a>"
+        "<script>document.getElementById('d').click()</script>",
+        "shared-worker": f"<script>try {{ new SharedWorker({t} + '/worker.js') }} catch (e) {{}}</script>",
+        "preconnect": f"<link rel='preconnect' href='{target}'><link rel='dns-prefetch' href='{target}'>",
+        "speculation": "<script type='speculationrules'>"
+        + json.dumps({"prerender": [{"source": "list", "urls": [target + "/prerender"]}]})
+        + "</script>",
+        "popup": f"<script>window.open({t} + '/popup')</script>",
+        # TURN over TCP and STUN over UDP, both at the target's host and port.
+        "webrtc": "<script>try { const pc = new RTCPeerConnection({iceServers: [{urls: "
+        + json.dumps(f"turn:{urlsplit(target).netloc}?transport=tcp")
+        + ", username: 'u', credential: 'p'}, {urls: "
+        + json.dumps(f"stun:{urlsplit(target).netloc}")
+        + "}]}); pc.createDataChannel('x');"
+        " pc.createOffer().then(o => pc.setLocalDescription(o)); } catch (e) {}</script>",
+    }
+    return (
+        f"<!doctype html><html><head><title>Bait {kind}</title></head><body>"
+        f"<p>{ARTICLE_SENTENCE}</p>{constructs[kind]}</body></html>"
+    )
+
+
+BAIT_KINDS = (
+    "iframe",
+    "object",
+    "form",
+    "location",
+    "meta-refresh",
+    "download",
+    "shared-worker",
+    "preconnect",
+    "speculation",
+    "popup",
+    "webrtc",
+)
+
+
+def navigate_away_page(target: str) -> str:
+    """Leaves for ``target`` while still parsing; the busy loop holds DOMContentLoaded back, so the
+    navigation request reaches the browser before the page counts as loaded."""
+    return f"""<!doctype html><html><head><title>Leaving</title>
+<script>location.href = {json.dumps(target)};</script>
+<script>const until = Date.now() + 300; while (Date.now() < until) {{}}</script>
+</head><body><p>{ARTICLE_SENTENCE}</p></body></html>"""
+
+
+TICKER_PAGE = f"""<!doctype html><html><head><title>Ticker</title></head><body><p>{ARTICLE_SENTENCE}</p>
+<script>setInterval(() => {{ console.log('tick'); fetch('/tick').catch(() => {{}}); }}, 20);</script>
+</body></html>"""
+
+FETCH_HUGE_PAGE = f"""<!doctype html><html><head><title>Big fetch</title></head><body>
+<p>{ARTICLE_SENTENCE}</p><p id="out">waiting</p>
+<script>
+  fetch('/huge').then(r => r.text())
+    .then(t => {{ document.getElementById('out').textContent = 'GOT ' + t.length; }})
+    .catch(e => {{ document.getElementById('out').textContent = 'REFUSED'; }});
+</script></body></html>"""
+
+DOM_BOMB_PAGE = f"""<!doctype html><html><head><title>DOM bomb</title></head><body><p>{ARTICLE_SENTENCE}</p>
+<script>
+  const p = document.createElement('p');
+  p.textContent = 'ballast '.repeat({DOM_BOMB_CHARS // 8});
+  document.body.appendChild(p);
+</script></body></html>"""
+
+# The snapshot must not trust the page's own builtins: these would hand back a huge string.
+LIAR_PAGE = f"""<!doctype html><html><head><title>Liar</title></head><body><p>{ARTICLE_SENTENCE}</p>
+<script>
+  const big = 'lie '.repeat({DOM_BOMB_CHARS // 4});
+  String.prototype.slice = function () {{ return big; }};
+  String.prototype.substring = function () {{ return big; }};
+  Object.defineProperty(Element.prototype, 'outerHTML', {{ get() {{ return big; }} }});
+  Object.defineProperty(Document.prototype, 'documentElement', {{ get() {{ return document.body; }} }});
+</script></body></html>"""
+
+
+class StreamLog:
+    """Bytes each streaming route managed to send before the client hung up."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._done: dict[str, threading.Event] = {}
+        self._sent: dict[str, int] = {}
+
+    def start(self, name: str) -> None:
+        with self._lock:
+            self._done[name] = threading.Event()
+            self._sent[name] = 0
+
+    def add(self, name: str, n: int) -> None:
+        with self._lock:
+            self._sent[name] += n
+
+    def finish(self, name: str) -> None:
+        with self._lock:
+            self._done[name].set()
+
+    def wait(self, name: str, timeout: float) -> int:
+        """Bytes sent by the last stream called ``name``, once it has ended."""
+        with self._lock:
+            done = self._done[name]
+        if not done.wait(timeout):
+            raise TimeoutError(f"stream {name} still running after {timeout}s")
+        with self._lock:
+            return self._sent[name]
+
+
+STREAMS = StreamLog()
+
+
+def _fifty_megabytes(handler: BaseHTTPRequestHandler) -> None:
+    STREAMS.start("huge50")
+    try:
+        handler.send_response(200)
+        handler.send_header("Content-Type", "text/html; charset=utf-8")
+        handler.send_header("Content-Length", str(50 * 1024 * 1024))
+        handler.end_headers()
+        chunk = ("<p>" + "fifty megabytes of filler " * 2000 + "</p>\n").encode()
+        sent = 0
+        with _suppress_disconnect():
+            while sent < 50 * 1024 * 1024:
+                part = chunk[: 50 * 1024 * 1024 - sent]
+                handler.wfile.write(part)
+                sent += len(part)
+                STREAMS.add("huge50", len(part))
+    finally:
+        STREAMS.finish("huge50")
+
+
+def _gzip_bomb() -> bytes:
+    """~256 MB of HTML once inflated, about 250 kB on the wire."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)  # wbits 31: gzip framing
+    parts = [packer.compress(b"<html><body><p>")]
+    block = b"bomb " * (1024 * 1024 // 5)
+    parts += [packer.compress(block) for _ in range(256)]
+    parts.append(packer.compress(b"</p></body></html>") + packer.flush())
+    return b"".join(parts)
+
+
+_BOMB: list[bytes] = []
+
+
+def _bomb_reply(q: dict[str, list[str]]) -> Reply:
+    if not _BOMB:
+        _BOMB.append(_gzip_bomb())
+    return 200, {"Content-Type": "text/html", "Content-Encoding": "gzip"}, _BOMB[0]
+
+
+def browser_hostile_routes() -> dict[str, Callable[[dict[str, list[str]]], Reply]]:
+    html = {"Content-Type": "text/html; charset=utf-8"}
+    return {
+        "/popups": lambda q: (200, html, popup_storm_page(_to(q)).encode()),
+        "/bait": lambda q: (200, html, bait_page(q["kind"][0], _to(q)).encode()),
+        "/navigate-away": lambda q: (200, html, navigate_away_page(_to(q)).encode()),
+        "/ticker": lambda q: (200, html, TICKER_PAGE.encode()),
+        "/tick": lambda q: (200, {"Content-Type": "text/plain"}, b"tick"),
+        "/huge50": lambda q: (200, {}, _fifty_megabytes),
+        "/gzip-bomb": _bomb_reply,
+        "/fetch-huge": lambda q: (200, html, FETCH_HUGE_PAGE.encode()),
+        "/dom-bomb": lambda q: (200, html, DOM_BOMB_PAGE.encode()),
+        "/liar": lambda q: (200, html, LIAR_PAGE.encode()),
+        "/random-bytes": lambda q: (200, {"Content-Type": "text/html"}, RANDOM_BYTES),
+    }

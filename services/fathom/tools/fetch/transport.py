@@ -4,20 +4,41 @@ httpcore opens TCP connections through a *network backend*; ours asks the guard 
 addresses of ``host:port`` and connects to those IPs. TLS still verifies against the host name
 (httpcore wraps the socket with ``server_hostname`` = the URL's host), and the connection pool is
 still keyed by host name, so keep-alive and certificates behave as usual.
+
+A caller that already holds checked addresses (the browser path checks each origin once per page)
+can hand them over with ``connect_only_to``: connections opened inside that block go to those
+addresses, and the name is not resolved again.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import socket
 import ssl
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 
 import httpcore
 import httpx
 from httpcore._backends.auto import AutoBackend
 from httpcore._utils import is_socket_readable
 
-from fathom.tools.fetch.ssrf import SSRFGuard
+from fathom.tools.fetch.ssrf import SSRFGuard, normalise_host
+
+AddressBook = Mapping[tuple[str, int], tuple[str, ...]]
+# Set per task: httpcore dials in the task that sends the request, so a route handler's block
+# covers exactly its own connections.
+_CHECKED: contextvars.ContextVar[AddressBook | None] = contextvars.ContextVar("fathom_checked", default=None)
+
+
+@contextlib.contextmanager
+def connect_only_to(addresses: AddressBook) -> Iterator[None]:
+    """Within this block, ``(host, port)`` found in ``addresses`` is dialled at those addresses only."""
+    token = _CHECKED.set(addresses)
+    try:
+        yield
+    finally:
+        _CHECKED.reset(token)
 
 
 class PinnedBackend(httpcore.AsyncNetworkBackend):
@@ -33,7 +54,10 @@ class PinnedBackend(httpcore.AsyncNetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.AsyncNetworkStream:
-        ips = await self._guard.pinned_ips(host, port)
+        book = _CHECKED.get()
+        ips = book.get((normalise_host(host), port)) if book is not None else None
+        if ips is None:
+            ips = await self._guard.pinned_ips(host, port)
         last: Exception | None = None
         for ip in ips:
             try:
