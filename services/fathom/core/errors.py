@@ -37,6 +37,10 @@ class SSRFError(FetchError):
     """The URL (or a redirect target) points somewhere we refuse to go."""
 
 
+class PageBlockedError(FetchError):
+    """The site answered with a bot check or a cookie-consent wall instead of the page."""
+
+
 class ReplayMiss(FetchError):
     """Replay mode was asked for a page that has no stored snapshot."""
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
@@ -14,7 +14,7 @@ from fathom.tools.fetch.content import read_page
 from fathom.tools.fetch.httpx_fetcher import HttpxFetcher
 from fathom.tools.fetch.politeness import DomainThrottle, RobotsCache
 from fathom.tools.fetch.ssrf import SSRFGuard
-from fetch_site import ARTICLE_SENTENCE, SECRET, Site
+from fetch_site import ARTICLE_SENTENCE, SECRET, Site, _serve
 
 
 def make_settings(**overrides: object) -> FetchSettings:
@@ -128,6 +128,73 @@ async def test_non_utf8_pages_decode_right(
     text = read_page(page, make_settings())
     assert needle in text.text
     assert "\ufffd" not in text.text
+
+
+# Pages that declare no charset anywhere (no header parameter, no meta, no BOM), in the code page
+# a legacy site of that language would use. Each sentence is what must come back, letter for letter.
+UNDECLARED = {
+    "/fr": ("latin-1", "La crème brûlée coûte 7 euros à la brasserie du théâtre, où l'on sert un café."),
+    "/fr-long": (
+        "cp1252",
+        "Déjà connue au XVIIe siècle, la crème brûlée est un entremets composé d'une crème "
+        "à base de jaunes d'œufs, de sucre et de lait, parfumée à la vanille — « un classique ».",
+    ),
+    "/de": ("latin-1", "Die Straße führt über die Brücke nach München; Größe und Schönheit überraschen."),
+    "/es": ("latin-1", "¿Dónde está la estación? El niño comió jamón en la montaña, ¡qué día!"),
+    "/pt": ("latin-1", "A ação do coração não é só emoção; São Paulo é a maior cidade do Brasil."),
+    "/is": ("latin-1", "Þjóðhátíðardagur Íslendinga er haldinn hátíðlegur 17. júní ár hvert."),
+    "/pl": ("cp1250", "Zażółć gęślą jaźń. Wrocław jest jednym z największych miast w Polsce."),
+    "/ru": ("cp1251", "Москва - столица России, крупнейший по численности населения город страны."),
+    "/el": ("cp1253", "Η Αθήνα είναι η πρωτεύουσα και η μεγαλύτερη πόλη της Ελλάδας."),
+    "/utf8": ("utf-8", "La crème brûlée coûte 7 € — Straße, niño, Москва."),
+}
+# Czech without "ť" decodes in windows-1252 too ("Èeská"): a .cz host says which code page it is.
+CZECH = "Česká republika je stát ve střední Evropě. Hlavní město je Praha, které leží na řece Vltavě."
+
+
+def _undeclared_html(sentence: str) -> str:
+    return f"<html><head><title>Page</title></head><body><h1>Page</h1><p>{sentence}</p></body></html>"
+
+
+@pytest.fixture(scope="module")
+def undeclared_site() -> Iterator[Site]:
+    plain = {"Content-Type": "text/html"}  # no charset parameter
+    routes = {
+        path: (lambda body: lambda q: (200, plain, body))(_undeclared_html(text).encode(codec))
+        for path, (codec, text) in UNDECLARED.items()
+    }
+    routes["/cz"] = lambda q: (200, plain, _undeclared_html(CZECH).encode("cp1250"))
+    server, site = _serve("127.0.0.1", lambda port: routes)
+    yield site
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("path", sorted(UNDECLARED))
+async def test_undeclared_charset_decodes_right(undeclared_site: Site, path: str) -> None:
+    codec, sentence = UNDECLARED[path]
+    f = HttpxFetcher(make_settings(), SSRFGuard([undeclared_site.base]))
+    try:
+        page = await f.fetch(undeclared_site.url(path), deadline_s=5)
+    finally:
+        await f.aclose()
+    assert page.body == _undeclared_html(sentence).encode(codec)  # real legacy bytes on the wire
+    text = read_page(page, make_settings()).text
+    assert sentence in text, f"decoded with {page.encoding}: {text!r}"
+
+
+async def test_undeclared_charset_follows_the_hosts_country(undeclared_site: Site) -> None:
+    async def resolver(host: str, port: int) -> list[str]:
+        return ["127.0.0.1"]
+
+    origin = f"http://zpravy.example.cz:{undeclared_site.port}"
+    f = HttpxFetcher(make_settings(), SSRFGuard([origin], resolver=resolver))
+    try:
+        page = await f.fetch(origin + "/cz", deadline_s=5)
+    finally:
+        await f.aclose()
+    assert page.encoding == "cp1250"
+    assert CZECH in read_page(page, make_settings()).text
 
 
 @pytest.mark.parametrize(

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 
 import pytest
-from fathom.core.errors import SSRFError
-from fathom.tools.fetch.ssrf import SSRFGuard, address_refusal, parse_ipv4_loose, system_resolver
+from fathom.core.errors import ConfigError, SSRFError
+from fathom.tools.fetch.ssrf import SSRFGuard, parse_ipv4_loose, system_resolver
 
 # A resolver with fixed answers: names that "resolve" to forbidden places without touching
 # /etc/hosts or the network. (The real getaddrinfo path is tested separately below.)
@@ -213,17 +214,94 @@ async def test_checked_answer_is_pinned_against_rebinding() -> None:
         await guard.pinned_ips("other.example", 80)
 
 
-async def test_real_getaddrinfo_name_resolving_to_loopback_is_refused() -> None:
-    # This machine's own host name resolves (via /etc/hosts or DNS) to a local address.
-    name = socket.gethostname()
-    try:
-        answers = await system_resolver(name, 80)
-    except OSError:
-        pytest.skip(f"host name {name!r} does not resolve here")
-    if all(address_refusal(ipaddress.ip_address(a)) is None for a in answers):
-        pytest.skip(f"host name {name!r} resolves to a public address here")
-    with pytest.raises(SSRFError, match="resolves to"):
-        await SSRFGuard().check(f"http://{name}/")
+# Names of our own, each answered by the real getaddrinfo on a numeric spelling: the system
+# resolver's path runs for real (the C library reads numbers itself, without DNS or /etc/hosts),
+# and the answer is the same on every machine, so the test can neither skip nor flake.
+NUMERIC_SPELLINGS = {
+    "loop.fathom-test": "127.0.0.1",
+    "loop-aton.fathom-test": "0x7f.1",  # inet_aton's reading: 127.0.0.1
+    "loop6.fathom-test": "::1",
+    "mapped.fathom-test": "::ffff:127.0.0.1",
+    "zone.fathom-test": "fe80::1%1",  # the scope id is stripped, the link-local address is refused
+    "metadata.fathom-test": "169.254.169.254",
+    "private.fathom-test": "10.20.30.40",
+}
+
+
+async def real_getaddrinfo(host: str, port: int) -> list[str]:
+    return await system_resolver(NUMERIC_SPELLINGS[host], port)
+
+
+async def test_real_getaddrinfo_answers_are_what_the_guard_checks() -> None:
+    assert await real_getaddrinfo("loop.fathom-test", 80) == ["127.0.0.1"]
+    assert await real_getaddrinfo("loop-aton.fathom-test", 80) == ["127.0.0.1"]
+    assert await real_getaddrinfo("loop6.fathom-test", 443) == ["::1"]
+    assert await real_getaddrinfo("zone.fathom-test", 80) == ["fe80::1"]
+
+
+@pytest.mark.parametrize(
+    ("host", "reason"),
+    [
+        ("loop.fathom-test", "resolves to 127.0.0.1 (loopback)"),
+        ("loop-aton.fathom-test", "resolves to 127.0.0.1 (loopback)"),
+        ("loop6.fathom-test", "resolves to ::1 (loopback)"),
+        ("mapped.fathom-test", "embedding 127.0.0.1"),
+        ("zone.fathom-test", "resolves to fe80::1 (link-local)"),
+        ("metadata.fathom-test", "cloud metadata"),
+        ("private.fathom-test", "private network"),
+    ],
+)
+async def test_real_getaddrinfo_name_resolving_to_a_local_address_is_refused(host: str, reason: str) -> None:
+    guard = SSRFGuard(resolver=real_getaddrinfo)
+    with pytest.raises(SSRFError, match=re.escape(reason)):
+        await guard.check(f"http://{host}/")
+    # The connection layer's own check goes the same way.
+    with pytest.raises(SSRFError, match=re.escape(reason)):
+        await guard.pinned_ips(host, 8080)
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("http://93.184.216.34:99999/", "port 99999 is outside 1-65535"),
+        ("http://93.184.216.34:65536/", "port 65536 is outside 1-65535"),
+        ("https://public.example:70000/a", "port 70000 is outside 1-65535"),
+        ("http://[2606:4700::1111]:99999/", "port 99999 is outside 1-65535"),
+        ("http://93.184.216.34:0/", "port 0 is outside 1-65535"),
+        ("http://93.184.216.34:" + "9" * 30 + "/", "port 99999999999999999999... is outside"),
+        ("http://93.184.216.34:-1/", "invalid port '-1'"),
+        ("http://93.184.216.34:+80/", "invalid port '+80'"),
+        ("http://93.184.216.34:\u0668\u0660/", "invalid port"),  # Arabic-Indic "80"
+        ("http://u:p@93.184.216.34:99999/", "credentials"),  # the first refusal wins
+        # The allowlisted origin's port plus 65536: the same socket port once truncated to 16 bits.
+        ("http://127.0.0.1:74301/", "port 74301 is outside 1-65535"),
+    ],
+)
+async def test_bad_ports_refused_with_the_port_named(guard: SSRFGuard, url: str, reason: str) -> None:
+    with pytest.raises(SSRFError, match=re.escape(reason)) as info:
+        await guard.check(url)
+    assert info.value.tool == "query_url"
+
+
+async def test_good_ports_accepted(guard: SSRFGuard) -> None:
+    for url, port in [
+        ("http://93.184.216.34:65535/", 65535),
+        ("http://93.184.216.34:1/", 1),
+        ("http://93.184.216.34:/", 80),  # a bare colon means the default port
+        ("https://93.184.216.34:0443/", 443),  # leading zeros: still ASCII digits
+        ("http://[2606:4700::1111]:8080/", 8080),
+    ]:
+        assert (await guard.check(url)).port == port
+
+
+def test_allowlisted_origin_with_a_bad_port_is_a_config_error() -> None:
+    for origin, reason in [
+        ("http://127.0.0.1:99999", "port 99999 is outside 1-65535"),
+        ("http://127.0.0.1:+8088", "invalid port '+8088'"),
+        ("ftp://127.0.0.1:21", "scheme://host[:port]"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(reason)):
+            SSRFGuard([origin])
 
 
 def test_loose_ipv4_parser_matches_inet_aton() -> None:

@@ -175,7 +175,7 @@ class HttpxFetcher:
             media = declared or "text/plain"
         encoding = declared_charset(media, header_charset, body[:8192])
         if encoding is None and media.startswith(_TEXTUAL):
-            encoding = guess_charset(body)
+            encoding = guess_charset(body, str(resp.url))
         headers = {k: resp.headers[k] for k in _KEPT_HEADERS if k in resp.headers}
         return _Response(resp.status_code, str(resp.url), media, encoding, body, truncated, headers)
 

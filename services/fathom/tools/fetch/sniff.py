@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import codecs
 import re
+import unicodedata
+from urllib.parse import urlsplit
 
 import charset_normalizer
 
@@ -47,6 +49,17 @@ _SUPERSETS = {
     "euc-kr": "cp949",
     "tis-620": "cp874",
 }
+# Country code top-level domains whose legacy pages use a Latin code page other than windows-1252.
+_TLD_CODEPAGES = {
+    **dict.fromkeys(("cz", "sk", "pl", "hu", "hr", "si", "ro", "rs", "ba", "me", "al"), "cp1250"),
+    **dict.fromkeys(("tr", "az"), "cp1254"),
+    **dict.fromkeys(("lt", "lv", "ee"), "cp1257"),
+    "vn": "cp1258",
+}
+# Marks that sit between letters in ordinary Latin text: apostrophes, Catalan middle dot, dashes,
+# soft hyphen and no-break space.
+_IN_WORD_MARKS = frozenset("\u2019\u2018\u00b7\u2013\u2014\u00ad\u00a0\u00b4")
+_WORD = re.compile(r"[^\W\d_]+")
 
 
 def parse_content_type(header: str | None) -> tuple[str, str | None]:
@@ -113,8 +126,15 @@ def declared_charset(media_type: str, header_charset: str | None, head: bytes) -
     return None
 
 
-def guess_charset(body: bytes) -> str:
-    """No declaration: UTF-8 if it decodes, else the detector's best guess, else cp1252."""
+def guess_charset(body: bytes, url: str | None = None) -> str:
+    """No declaration: UTF-8 if it decodes, else a Latin code page for Latin text, else the detector.
+
+    charset-normalizer cannot tell the Latin single-byte code pages apart on ordinary text: it
+    read a French page in windows-1250 ("crème" became "crčme"), since the same bytes decode
+    without error in both. Browsers settle this by a default: windows-1252 for Western locales.
+    We do the same when the bytes decode in windows-1252 and read as Latin text there, unless the
+    host's country code names another Latin code page (a Czech or Turkish site).
+    """
     sample = body[:65536]
     try:
         sample.decode("utf-8")
@@ -124,14 +144,62 @@ def guess_charset(body: bytes) -> str:
         if exc.start >= len(sample) - 3 and len(body) > len(sample):
             return "utf-8"
     best = charset_normalizer.from_bytes(sample).best()
-    if best is not None:
-        return normalise_charset(best.encoding) or "cp1252"
-    return "cp1252"
+    detected = normalise_charset(best.encoding) if best is not None else None
+    preferred = latin_codepage_for(url)
+    if (best is None or _mostly_latin_letters(str(best))) and _reads_as_latin_text(sample, preferred):
+        return preferred
+    return detected or "cp1252"
 
 
-def decode_body(body: bytes, encoding: str | None) -> str:
+def latin_codepage_for(url: str | None) -> str:
+    """The Latin code page a page without a charset most likely uses, from its host's country code."""
+    try:
+        host = (urlsplit(url).hostname or "") if url else ""
+    except ValueError:  # a malformed authority: no country to go by
+        host = ""
+    return _TLD_CODEPAGES.get(host.rstrip(".").rpartition(".")[2], "cp1252")
+
+
+def _reads_as_latin_text(sample: bytes, codec: str) -> bool:
+    """The bytes decode strictly in ``codec`` and look like text written in a Latin script there.
+
+    Two signs of a wrong single-byte code page: a symbol wedged between letters (Polish "ł" read
+    in windows-1252 is "³", so "Wrocław" shows as "Wroc³aw"), and words made only of accented
+    letters (Cyrillic or Greek read in a Latin code page: "Ìîñêâà").
+    """
+    try:
+        text = sample.decode(codec)
+    except UnicodeDecodeError:
+        return False
+    non_ascii = wedged = 0
+    for i in range(1, len(text) - 1):
+        ch = text[i]
+        if ch.isascii():
+            continue
+        non_ascii += 1
+        if not ch.isalpha() and ch not in _IN_WORD_MARKS and text[i - 1].isalpha() and text[i + 1].isalpha():
+            wedged += 1
+    if wedged * 20 > non_ascii:
+        return False
+    accented_words = all_accented = 0
+    for word in _WORD.findall(text):
+        if len(word) >= 3 and not word.isascii():
+            accented_words += 1
+            all_accented += not any(c.isascii() for c in word)
+    return all_accented * 2 <= accented_words
+
+
+def _mostly_latin_letters(text: str) -> bool:
+    letters = [c for c in text if c.isalpha() and not c.isascii()]
+    if not letters:
+        return True
+    latin = sum(unicodedata.name(c, "").startswith("LATIN") for c in letters)
+    return latin * 10 >= len(letters) * 9
+
+
+def decode_body(body: bytes, encoding: str | None, url: str | None = None) -> str:
     """Decode with the known or guessed charset; undecodable bytes become U+FFFD, never an error."""
-    codec = normalise_charset(encoding) or guess_charset(body)
+    codec = normalise_charset(encoding) or guess_charset(body, url)
     if codec == "utf-8" and body.startswith(codecs.BOM_UTF8):
         codec = "utf-8-sig"
     return body.decode(codec, errors="replace")

@@ -8,7 +8,9 @@ between check and connect (rebinding) cannot move the connection somewhere else.
 
 Policy, in order:
 1. scheme must be http or https; no credentials in the URL; the host must be plain ASCII
-   (after IDNA), without percent-escapes, zone ids or other odd characters;
+   (after IDNA), without percent-escapes, zone ids or other odd characters; a port must be
+   written in ASCII digits and lie in 1-65535 (httpx reads ``:+80`` or Arabic-Indic digits as
+   port 80 and passes ``:99999`` on to the socket, which fails with ``OverflowError``);
 2. an origin (scheme://host:port) listed in ``allow_origins`` skips the address checks, and only
    that exact origin (local mode lists its own local web and nothing else);
 3. IPv4 literals must be in canonical dotted-quad form (``2130706433``, ``0177.0.0.1``,
@@ -33,12 +35,15 @@ from dataclasses import dataclass
 import httpx
 import idna
 
-from fathom.core.errors import SSRFError
+from fathom.core.errors import ConfigError, SSRFError
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
+MAX_PORT = 65535
+# The authority of a URL as httpx splits it (scheme, "//", then up to the first / ? or #).
+_AUTHORITY = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://([^/?#]*)")
 _NAME_CHARS = re.compile(r"^[a-z0-9_.-]+$")
 _RESOLVE_TTL_S = 60.0
 
@@ -247,7 +252,10 @@ class SSRFGuard:
         if u.userinfo:
             raise SSRFError(url, "refused: credentials in URL")
         host = self._clean_host(url, u.host)
-        port = u.port or DEFAULT_PORTS[scheme]
+        try:
+            port = port_of(url, u, scheme)
+        except ValueError as exc:
+            raise SSRFError(url, f"refused: {exc}") from None
         if origin_of(scheme, host, port) in self._allow:
             ips = await self._resolve_any(url, host, port)
             self._pin(host, port, ips)
@@ -355,9 +363,41 @@ def _remember(
     table[(host, port)] = (ips, time.monotonic() + _RESOLVE_TTL_S)
 
 
+def port_of(url: str, u: httpx.URL, scheme: str) -> int:
+    """The port ``url`` connects to; ``ValueError`` saying why when it is malformed or out of range."""
+    written = raw_port(url)
+    if written and not (written.isascii() and written.isdigit()):
+        raise ValueError(f"invalid port {written[:20]!r} (ASCII digits only)")
+    port = DEFAULT_PORTS[scheme] if u.port is None else u.port
+    if not 1 <= port <= MAX_PORT:
+        shown = str(port) if len(str(port)) <= 20 else str(port)[:20] + "..."
+        raise ValueError(f"port {shown} is outside 1-{MAX_PORT}")
+    return port
+
+
+def raw_port(url: str) -> str | None:
+    """The port as written in ``url`` ("" for a bare colon), None when there is none."""
+    m = _AUTHORITY.match(url)
+    if m is None:
+        return None
+    hostport = m.group(1).rpartition("@")[2]  # userinfo ends at the last "@", as httpx reads it
+    if hostport.startswith("["):
+        rest = hostport.partition("]")[2]
+        return rest[1:] if rest.startswith(":") else (rest or None)
+    _, colon, port = hostport.partition(":")
+    return port if colon else None
+
+
 def _normalise_origin(origin: str) -> str:
-    u = httpx.URL(origin)
+    try:
+        u = httpx.URL(origin)
+    except (httpx.InvalidURL, TypeError) as exc:
+        raise ConfigError(f"allowlisted origin {origin!r} is not a URL ({exc})") from None
     scheme = u.scheme.lower()
     if scheme not in DEFAULT_PORTS or not u.host:
-        raise ValueError(f"allowlisted origin must be scheme://host[:port], got {origin!r}")
-    return origin_of(scheme, normalise_host(u.host), u.port or DEFAULT_PORTS[scheme])
+        raise ConfigError(f"allowlisted origin must be scheme://host[:port], got {origin!r}")
+    try:
+        port = port_of(origin, u, scheme)
+    except ValueError as exc:
+        raise ConfigError(f"allowlisted origin {origin!r}: {exc}") from None
+    return origin_of(scheme, normalise_host(u.host), port)
