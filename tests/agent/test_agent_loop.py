@@ -102,35 +102,93 @@ async def test_a_crashing_tool_runner_becomes_an_error_response() -> None:
     assert traj.stop_reason == "answered"
 
 
-async def test_turn_limit_then_one_forced_final_answer() -> None:
-    def script(i: int, prompt: str) -> str:
-        if prompt.endswith(p.final_answer_nudge()):
-            return answer("Tenzing Norgay")
-        return search(f"everest ascent {i}")
+def endless_search(i: int, prompt: str) -> str:
+    """A model that never stops searching; in turn 10 it also writes a provisional answer, and
+    it answers at once when the loop asks for a final answer."""
+    if prompt.endswith(p.final_answer_nudge()):
+        return answer("Tenzing Norgay")
+    turn = search(f"everest ascent {i}")
+    return turn + "\n\n\\boxed{Edmund Hillary}" if i == 10 else turn
 
-    backend = ScriptedBackend(script)
+
+async def test_the_loop_stops_after_64_turns_with_the_last_boxed_answer() -> None:
+    # FATHOM.md: the loop ends after 64 turns; the answer is the content of the last \boxed{}.
+    backend = ScriptedBackend(endless_search)
     traj = await make_loop(backend).run("Who climbed Everest first?")
+    assert len(traj.steps) == p.MAX_TURNS == len(backend.requests)
+    assert not any(s.forced_final for s in traj.steps)
+    assert not any(p.final_answer_nudge() in r.prompt for r in backend.requests)
+    assert all(len(s.tool_calls) == 1 and s.tool_calls[0].ok for s in traj.steps)
+    assert traj.stop_reason == "max_turns" and traj.answer == "Edmund Hillary"
+    assert traj.total_tokens == backend.count_tokens(p.rebuild_context(traj.prompt, traj.steps))
+
+
+async def test_the_turn_limit_without_any_boxed_answer_gives_none() -> None:
+    traj = await make_loop(ScriptedBackend(lambda i, _: search(f"q {i}")), max_turns=3).run("q")
+    assert len(traj.steps) == 3 and traj.stop_reason == "max_turns" and traj.answer is None
+
+
+async def test_force_final_answer_asks_for_one_more_turn_after_the_limit() -> None:
+    backend = ScriptedBackend(endless_search)
+    traj = await make_loop(backend, force_final_answer=True).run("Who climbed Everest first?")
     assert len(traj.steps) == p.MAX_TURNS + 1
     assert [s.forced_final for s in traj.steps].count(True) == 1 and traj.steps[-1].forced_final
+    assert traj.steps[-1].meta["forced_by"] == "max_turns"
+    assert backend.requests[-1].prompt.endswith(p.final_answer_nudge())
     assert all(len(s.tool_calls) == 1 and s.tool_calls[0].ok for s in traj.steps[:-1])
     assert traj.stop_reason == "max_turns" and traj.answer == "Tenzing Norgay"
 
 
-async def test_context_budget_forces_a_final_answer_and_is_never_exceeded() -> None:
-    # One token per character: 40,960 tokens are about a dozen long turns.
-    def script(i: int, prompt: str) -> str:
-        if prompt.endswith(p.final_answer_nudge()):
-            return answer("8,849 m")
-        return search("Everest height", think="Let me reason at length. " * 150)
+def budget_script(i: int, prompt: str) -> str:
+    if prompt.endswith(p.final_answer_nudge()):
+        return answer("8,849 m")
+    return search("Everest height", think="Let me reason at length. " * 150)
 
-    backend = ScriptedBackend(script, chars_per_token=1)
+
+def budget_tools() -> InMemoryTools:
     big_page = (SearchHit("Everest almanac", "https://almanac.example/everest", "Everest height almanac"),
                 "Everest height data. " * 600)
-    tools = InMemoryTools(web=[*WEB, big_page])
-    traj = await make_loop(backend, tools).run("How high is Everest?")
+    return InMemoryTools(web=[*WEB, big_page])
+
+
+async def test_the_context_budget_ends_the_loop_and_is_never_exceeded() -> None:
+    # One token per character: 40,960 tokens are about a dozen long turns.
+    backend = ScriptedBackend(budget_script, chars_per_token=1)
+    traj = await make_loop(backend, budget_tools()).run("How high is Everest?")
+    assert traj.stop_reason == "context_budget" and traj.answer is None
+    assert not any(s.forced_final for s in traj.steps)
+    assert not any(p.final_answer_nudge() in r.prompt for r in backend.requests)
+    # No reserve for a final answer: the last turn may use all that is left, and is cut there.
+    last = traj.steps[-1]
+    assert last.finish_reason == "length" and not last.tool_calls and last.answer is None
+    assert traj.total_tokens > p.MAX_CONTEXT_TOKENS - p.MIN_TURN_TOKENS
+    for req in backend.requests:
+        assert req.prompt_tokens + req.params.max_new_tokens <= p.MAX_CONTEXT_TOKENS
+    full = p.rebuild_context(traj.prompt, traj.steps)
+    assert traj.total_tokens == len(full) <= p.MAX_CONTEXT_TOKENS
+    assert 5 < len(traj.steps) < p.MAX_TURNS
+
+
+async def test_calls_that_no_longer_fit_end_the_loop_unrun() -> None:
+    turn = search("Everest height")
+    prompt_tokens = len(make_loop(ScriptedBackend([])).new_trajectory("q").prompt)
+    end = len(p.END_OF_TURN)
+    # After this turn, 10 tokens would be left for its tool responses: too few to deliver any.
+    budget = prompt_tokens + len(turn) + end + p.end_reserve(end) + p.MIN_TURN_TOKENS + 10
+    backend = ScriptedBackend([turn], chars_per_token=1)
+    traj = await make_loop(backend, max_context_tokens=budget).run("q")
+    (only,) = traj.steps
+    assert only.tool_calls[0].error == "not run: the context budget is used up"
+    assert only.tool_calls[0].result is None and traj.stop_reason == "context_budget"
+    assert traj.answer is None and len(backend.requests) == 1
+    assert traj.total_tokens == prompt_tokens + len(turn) + end <= budget
+
+
+async def test_force_final_answer_on_the_context_budget() -> None:
+    backend = ScriptedBackend(budget_script, chars_per_token=1)
+    traj = await make_loop(backend, budget_tools(), force_final_answer=True).run("How high is Everest?")
     assert traj.stop_reason == "context_budget" and traj.steps[-1].forced_final
     assert traj.answer == "8,849 m"
-    # the last normal turn did not leave room for its tool responses: not run, not shown
     assert traj.steps[-2].tool_calls[0].error == "not run: the context budget is used up"
     for req in backend.requests:
         assert req.prompt_tokens + req.params.max_new_tokens <= p.MAX_CONTEXT_TOKENS
@@ -158,18 +216,23 @@ async def test_a_turn_without_tool_calls_ends_the_loop() -> None:
     assert traj.steps[0].meta["stray_text"] == "I do not know."
 
 
-async def test_tool_call_limit() -> None:
+@pytest.mark.parametrize("force", [False, True])
+async def test_tool_call_limit(force: bool) -> None:
     queries = ("Everest", "K2", "Danube")
     turn = p.format_turn("Many searches.", [("search_urls", {"query": q}) for q in queries])
 
     def script(i: int, prompt: str) -> str:
         return answer("x") if prompt.endswith(p.final_answer_nudge()) else turn
 
-    traj = await make_loop(ScriptedBackend(script), max_tool_calls=2).run("q")
+    traj = await make_loop(ScriptedBackend(script), max_tool_calls=2, force_final_answer=force).run("q")
     calls = traj.steps[0].tool_calls
     assert [c.ok for c in calls] == [True, True, False]
     assert "limit of 2 tool calls" in (calls[2].result or "")
-    assert traj.stop_reason == "max_tool_calls" and traj.steps[-1].forced_final and traj.answer == "x"
+    assert traj.stop_reason == "max_tool_calls"
+    if force:
+        assert len(traj.steps) == 2 and traj.steps[-1].forced_final and traj.answer == "x"
+    else:
+        assert len(traj.steps) == 1 and traj.answer is None
 
 
 async def test_model_failure_ends_with_error_and_keeps_the_steps() -> None:
@@ -222,14 +285,26 @@ async def test_resume_runs_calls_that_never_got_a_result() -> None:
     assert call.ok and call.result == expected and resumed.answer == "2,850 km"
 
 
-async def test_a_turn_cut_by_the_budget_ends_with_a_final_answer_turn() -> None:
-    def script(i: int, prompt: str) -> str:
-        if prompt.endswith(p.final_answer_nudge()):
-            return answer("unsure")
-        return "\nThinking without end. " * 5_000  # never closes </think>, never calls a tool
+def thinks_forever(i: int, prompt: str) -> str:
+    if prompt.endswith(p.final_answer_nudge()):
+        return answer("unsure")
+    return "\nThinking without end. " * 5_000  # never closes </think>, never calls a tool
 
-    backend = ScriptedBackend(script, chars_per_token=1)
+
+async def test_a_turn_cut_by_the_budget_ends_the_loop() -> None:
+    backend = ScriptedBackend(thinks_forever, chars_per_token=1)
     traj = await make_loop(backend, max_new_tokens_per_turn=p.MAX_CONTEXT_TOKENS).run("q")
+    (only,) = traj.steps
+    assert only.finish_reason == "length" and not only.forced_final
+    assert traj.stop_reason == "context_budget" and traj.answer is None
+    # Nothing is held back for a final answer nobody will ask for: the trace may fill the budget.
+    assert p.MAX_CONTEXT_TOKENS - p.FINAL_ANSWER_TOKENS < traj.total_tokens <= p.MAX_CONTEXT_TOKENS
+
+
+async def test_a_turn_cut_by_the_budget_with_force_final_answer() -> None:
+    backend = ScriptedBackend(thinks_forever, chars_per_token=1)
+    traj = await make_loop(backend, max_new_tokens_per_turn=p.MAX_CONTEXT_TOKENS,
+                           force_final_answer=True).run("q")
     first, final = traj.steps
     assert first.finish_reason == "length" and final.forced_final
     assert traj.stop_reason == "context_budget" and traj.answer == "unsure"

@@ -8,7 +8,7 @@ import string
 import pytest
 from fathom.agent import protocol as p
 from fathom.agent.trajectory import Step, ToolCall
-from fathom.tools.base import TOOL_SPECS
+from fathom.tools.base import TOOL_SPECS, TOP_K_MAX, TOP_K_MIN
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -27,6 +27,14 @@ def test_prompt_is_raw_chatml_opened_inside_think() -> None:
     for needle in ("<think>", "</think>", "<tool_call>", "</tool_call>", "\\boxed{", "<tool_response>"):
         assert needle in system
     assert "Today's date" not in p.build_prompt("q")
+
+
+def test_the_tool_schemas_in_the_prompt_state_the_top_k_limit() -> None:
+    system = p.build_prompt("q").split("<|im_end|>")[0]
+    tools_json = system.split("<tools>\n")[1].split("\n</tools>")[0].splitlines()
+    search = json.loads(tools_json[0])["function"]["parameters"]["properties"]["top_k"]
+    assert (search["type"], search["default"], search["minimum"], search["maximum"]) == ("integer", 10, 1, 20)
+    assert (TOP_K_MIN, TOP_K_MAX) == (1, 20)
 
 
 def test_report_mode_wording_differs_and_unknown_mode_is_refused() -> None:
@@ -84,8 +92,9 @@ MALFORMED = [
     (S + '{"query": "x", "top_k": "5"}}', "'top_k' must be an integer"),
     (S + '{"query": "x", "top_k": 2.5}}', "'top_k' must be an integer"),
     (S + '{"query": "x", "top_k": true}}', "'top_k' must be an integer"),
-    (S + '{"query": "x", "top_k": 0}}', "'top_k' must be between 1 and 50"),
-    (S + '{"query": "x", "top_k": 500}}', "'top_k' must be between 1 and 50"),
+    (S + '{"query": "x", "top_k": 0}}', "'top_k' must be between 1 and 20, not 0"),
+    (S + '{"query": "x", "top_k": 21}}', "'top_k' must be between 1 and 20, not 21"),
+    (S + '{"query": "x", "top_k": 500}}', "'top_k' must be between 1 and 20"),
     (Q + '{"url": "https://a.example/"}}', "query_url needs 'goal'"),
     (Q + '{"url": "file:///etc/passwd", "goal": "g"}}', "full http or https"),
     (Q + '{"url": "mountains.example/k2", "goal": "g"}}', "full http or https"),
@@ -165,7 +174,7 @@ def test_parse_turn_never_raises(text: str) -> None:
 ARG_TEXT = st.text(min_size=1, max_size=60).filter(lambda s: s.strip() != "")
 SEARCH = st.builds(
     lambda q, k: ("search_urls", {"query": q} if k is None else {"query": q, "top_k": k}),
-    ARG_TEXT, st.none() | st.integers(p.TOP_K_MIN, p.TOP_K_MAX),
+    ARG_TEXT, st.none() | st.integers(TOP_K_MIN, TOP_K_MAX),
 )
 READ = st.builds(
     lambda host, path, goal: ("query_url", {"url": f"https://{host}.example/{path}", "goal": goal}),

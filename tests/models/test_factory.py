@@ -8,6 +8,7 @@ from fathom.core.config import ModelRole, Settings
 from fathom.core.errors import ConfigError
 from fathom.models.factory import build_backend, close_backends, default_params
 from fathom.models.openai_backend import OpenAIBackend
+from fathom.models.server import HTTPError, ModelServer, ServerThread
 from fathom.models.transformers_backend import TransformersBackend
 from typer.testing import CliRunner
 
@@ -34,6 +35,42 @@ async def test_roles_naming_the_same_model_share_one_instance(bundled_model_path
         await close_backends()
     assert build_backend("policy", settings) is not policy  # the cache was emptied
     await close_backends()
+
+
+def _openai_policy(base_url: str, **kw: object) -> Settings:
+    return Settings(policy=ModelRole(backend="openai", model="smollm2", base_url=base_url, **kw))  # type: ignore[arg-type]
+
+
+async def test_an_openai_policy_counts_its_budget_exactly_or_refuses_to_start(
+    model_server: ServerThread, bundled_backend: TransformersBackend
+) -> None:
+    class WithoutTokenize(ModelServer):
+        async def dispatch(self, method: str, path: str, body: bytes) -> tuple[int, dict[str, object]]:
+            if path.rstrip("/") == "/tokenize":
+                raise HTTPError(404, f"no route {path}")
+            return await super().dispatch(method, path, body)
+
+    try:
+        policy = build_backend("policy", _openai_policy(model_server.base_url))
+        assert isinstance(policy, OpenAIBackend) and policy.token_counter() == "server"
+        question = "Who first climbed K2?"
+        assert policy.count_tokens(question) == bundled_backend.count_tokens(question)
+        with ServerThread(WithoutTokenize(bundled_backend, model_name="smollm2")) as bare:
+            with pytest.raises(ConfigError, match=r"agent's context budget.*/tokenize.*HTTP 404"):
+                build_backend("policy", _openai_policy(bare.base_url))
+            # the same server is fine for a role that tolerates estimates
+            judge = build_backend("judge", Settings(judge=ModelRole(
+                backend="openai", model="smollm2", base_url=bare.base_url)))
+            assert isinstance(judge, OpenAIBackend) and judge.token_counter() == "estimate"
+            await close_backends()  # before the server stops: no connection left open to it
+    finally:
+        await close_backends()
+
+
+def test_a_chat_api_policy_is_refused() -> None:
+    # The policy's prompt is raw ChatML: a chat endpoint would template it a second time.
+    with pytest.raises(ConfigError, match=r"policy.*api='chat'.*completions"):
+        build_backend("policy", _openai_policy("http://127.0.0.1:9/v1", api="chat"))
 
 
 def test_default_params_follow_the_role_settings() -> None:

@@ -7,18 +7,22 @@ OpenAI-format error JSON, sent over a real socket.
 from __future__ import annotations
 
 import asyncio
+import math
 import socket
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-from fathom.core.config import ModelRole
+from fathom.agent import protocol
+from fathom.agent.loop import AgentLoop
+from fathom.core.config import AgentSettings, ModelRole
 from fathom.core.errors import ConfigError, ModelError
 from fathom.models.base import ChatMessage, SamplingParams
 from fathom.models.openai_backend import OpenAIBackend
 from fathom.models.server import HTTPError, ModelServer, ServerThread
 from fathom.models.transformers_backend import TransformersBackend
+from fathom.tools.base import TOOL_SPECS, ToolResult
 from pydantic import SecretStr
 
 pytestmark = pytest.mark.slow
@@ -47,6 +51,18 @@ class FlakyServer(ModelServer):
         if self.seen <= self.failures:
             raise HTTPError(self.status, f"injected failure {self.seen}")
         return await super().dispatch(method, path, body)
+
+
+class ToolsWithoutCalls:
+    """A tool runner for a run that makes no calls (one short turn); any call is an error result."""
+
+    specs = TOOL_SPECS
+
+    async def call(self, name: str, arguments: dict[str, Any]) -> ToolResult:
+        return ToolResult(text=f"Error: {name} is not available in this test", ok=False)
+
+    async def aclose(self) -> None:
+        return None
 
 
 @pytest.fixture
@@ -114,9 +130,79 @@ async def test_completions_api_renders_chat_itself(
         "trained by Hugging Face<|im_end|>\n",
         "",
     )  # "smollm2" is no hub id, so plain ChatML (no SmolLM default system prompt)
-    assert backend.count_tokens("abcdefgh") == 2  # the documented chars/4 estimate without a tokenizer
     reply = await backend.chat(messages, GREEDY)
     assert reply.text
+    await backend.aclose()
+
+
+class NoTokenizeServer(ModelServer):
+    """A server without vLLM's /tokenize (as OpenAI's API, or an older llama.cpp build)."""
+
+    async def dispatch(self, method: str, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
+        if path.rstrip("/") == "/tokenize":
+            raise HTTPError(404, f"no route {path}")
+        return await super().dispatch(method, path, body)
+
+
+@pytest.fixture
+def no_tokenize_server(bundled_backend: TransformersBackend) -> Iterator[ServerThread]:
+    with ServerThread(NoTokenizeServer(bundled_backend, model_name="smollm2")) as running:
+        yield running
+
+
+async def test_without_a_local_tokenizer_tokens_are_counted_by_the_server(
+    model_server: ServerThread, bundled_backend: TransformersBackend
+) -> None:
+    # "smollm2" names no tokenizer on disk: the count must come from the server, never chars/4.
+    backend = OpenAIBackend(role(model_server.base_url))
+    prompt = protocol.build_prompt("Who first climbed K2?")
+    assert backend.count_tokens(prompt) == bundled_backend.count_tokens(prompt) != math.ceil(len(prompt) / 4)
+    assert backend.token_counter() == "server"
+    for text in ("abcdefgh", "", "Ünïcödé and emoji 🧗 at 8,611 m"):
+        assert backend.count_tokens(text) == bundled_backend.count_tokens(text)
+    served = model_server.server.stats.requests
+    assert backend.count_tokens(prompt) == bundled_backend.count_tokens(prompt)
+    assert model_server.server.stats.requests == served  # a text counted once is not sent again
+    backend.require_exact_token_counts()  # satisfied: no error
+    await backend.aclose()
+
+
+async def test_the_agent_budget_is_counted_in_the_servers_tokens(
+    model_server: ServerThread, bundled_backend: TransformersBackend
+) -> None:
+    backend = OpenAIBackend(role(model_server.base_url))
+    settings = AgentSettings(max_turns=1, max_new_tokens_per_turn=8)
+    loop = AgentLoop(backend, ToolsWithoutCalls(), settings, GREEDY)
+    traj = await loop.run("Who first climbed K2?")
+    assert traj.steps and traj.stop_reason in ("max_turns", "no_tool_call", "answered")
+    context = protocol.rebuild_context(traj.prompt, traj.steps)
+    assert traj.total_tokens == bundled_backend.count_tokens(context)
+    assert traj.steps[0].prompt_tokens == bundled_backend.count_tokens(traj.prompt)
+    await backend.aclose()
+
+
+async def test_no_tokenizer_and_no_tokenize_endpoint(no_tokenize_server: ServerThread) -> None:
+    backend = OpenAIBackend(role(no_tokenize_server.base_url))
+    refused = r"cannot count the tokens of 'smollm2' exactly.*/tokenize.*HTTP 404"
+    with pytest.raises(ConfigError, match=refused):
+        backend.require_exact_token_counts("the policy's context budget")
+    with pytest.raises(ConfigError, match="the policy's context budget"):
+        backend.count_tokens("abcdefgh")  # once exact counts are required, never an estimate
+    # A role that does not require exact counts gets the estimate, and is told so (logged once).
+    lenient = OpenAIBackend(role(no_tokenize_server.base_url))
+    assert lenient.count_tokens("abcdefgh") == 2 and lenient.token_counter() == "estimate"
+    await backend.aclose()
+    await lenient.aclose()
+
+
+async def test_an_unreachable_server_defers_the_check_and_then_fails_loudly() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed when the block ends: nobody listens there
+    backend = OpenAIBackend(role(f"http://127.0.0.1:{port}/v1", max_retries=1), backoff_s=0.01)
+    backend.require_exact_token_counts()  # cannot tell yet: not a refusal to start
+    with pytest.raises(ModelError, match=r"tokenize.*after 2 attempts: ConnectError"):
+        backend.count_tokens("abcdefgh")
     await backend.aclose()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 from fathom.models.server import ServerThread
+from fathom.models.transformers_backend import TransformersBackend
 
 pytestmark = pytest.mark.slow
 
@@ -53,3 +54,31 @@ def test_health_and_keep_alive(model_server: ServerThread) -> None:
     with httpx.Client(base_url=model_server.base_url.removesuffix("/v1")) as client:
         for _ in range(3):  # several requests on one kept-alive connection
             assert client.get("/health").json() == {"status": "ok"}
+
+
+def test_tokenize_counts_like_vllm(model_server: ServerThread, bundled_backend: TransformersBackend) -> None:
+    root = model_server.base_url.removesuffix("/v1")  # vLLM serves /tokenize at the root
+    prompt = "<|im_start|>user\nWho first climbed K2?<|im_end|>\n<|im_start|>assistant\n<think>"
+    body = {"model": "smollm2", "prompt": prompt, "add_special_tokens": False}
+    data = httpx.post(f"{root}/tokenize", json=body, timeout=30).json()
+    assert data["count"] == bundled_backend.count_tokens(prompt) == len(data["tokens"])
+    assert data["tokens"] == bundled_backend.tokenizer(prompt, add_special_tokens=False).input_ids
+    assert data["max_model_len"] == bundled_backend.context_tokens
+
+
+@pytest.mark.parametrize(
+    ("method", "body", "status", "needle"),
+    [
+        ("POST", {"prompt": 5}, 400, "prompt must be a string"),
+        ("POST", {"messages": [{"role": "user", "content": "hi"}]}, 400, "prompt must be a string"),
+        ("POST", {"prompt": "x", "add_special_tokens": "no"}, 400, "add_special_tokens"),
+        ("POST", {"prompt": "x", "model": "gpt-4"}, 404, "gpt-4"),
+        ("GET", None, 405, "not allowed"),
+    ],
+)
+def test_tokenize_errors(
+    model_server: ServerThread, method: str, body: object, status: int, needle: str
+) -> None:
+    root = model_server.base_url.removesuffix("/v1")
+    response = httpx.request(method, f"{root}/tokenize", json=body, timeout=30)
+    assert response.status_code == status and needle in response.json()["error"]["message"]

@@ -38,6 +38,10 @@ class AgentLoop:
     ``settings.max_new_tokens_per_turn`` caps each turn (``sampling.max_new_tokens`` is not
     used for normal turns); the rest of ``sampling`` (temperature, penalties, seed, logprobs)
     is passed through, and the protocol's stop strings are added to ``sampling.stop``.
+
+    A limit (``max_turns``, ``max_context_tokens``, ``max_tool_calls``) ends the trajectory as
+    the original does: no further turn, answer = the last ``\\boxed{}`` written. Only with
+    ``settings.force_final_answer`` does the loop nudge the model for one more, answering turn.
     """
 
     def __init__(self, backend: ModelBackend, tools: ToolRunner, settings: AgentSettings,
@@ -95,9 +99,7 @@ class AgentLoop:
 
     async def _drive(self, traj: Trajectory, on_step: OnStep | None) -> None:
         budget = self.settings.max_context_tokens
-        reserve = protocol.final_reserve(self.backend.count_tokens(protocol.final_answer_nudge()),
-                                         self.backend.count_tokens(protocol.END_OF_TURN),
-                                         self.final_answer_tokens)
+        reserve = self._reserve()
         await self._finish_pending_calls(traj, reserve)
         context = protocol.rebuild_context(traj.prompt, traj.steps)
 
@@ -106,13 +108,14 @@ class AgentLoop:
             context_tokens = self.backend.count_tokens(context)
             traj.total_tokens = context_tokens
             if turn >= self.settings.max_turns:
-                return await self._final_turn(traj, context, "max_turns", on_step)
+                return await self._limit_reached(traj, context, "max_turns", on_step)
             if self._calls_left(traj) == 0:
-                return await self._final_turn(traj, context, "max_tool_calls", on_step)
+                return await self._limit_reached(traj, context, "max_tool_calls", on_step)
             allowance = protocol.turn_allowance(context_tokens, self.settings.max_new_tokens_per_turn,
                                                 reserve, budget)
-            if allowance < protocol.MIN_TURN_TOKENS:
-                return await self._final_turn(traj, context, "context_budget", on_step)
+            # A per-turn cap below MIN_TURN_TOKENS is a choice, not a budget running out.
+            if allowance < min(protocol.MIN_TURN_TOKENS, self.settings.max_new_tokens_per_turn):
+                return await self._limit_reached(traj, context, "context_budget", on_step)
 
             started = time.perf_counter()
             completion, step_meta = await self._generate(context, traj, allowance, final=False)
@@ -127,7 +130,7 @@ class AgentLoop:
                               and allowance < self.settings.max_new_tokens_per_turn)
                 if budget_cut and step.answer is None:
                     await self._emit(on_step, step, traj)
-                    return await self._final_turn(traj, context, "context_budget", on_step)
+                    return await self._limit_reached(traj, context, "context_budget", on_step)
                 traj.answer = self._last_answer(traj)
                 traj.stop_reason = "answered" if step.answer is not None else "no_tool_call"
                 await self._emit(on_step, step, traj)
@@ -142,7 +145,7 @@ class AgentLoop:
                 traj.steps.append(step)
                 self._time(step, started)
                 await self._emit(on_step, step, traj)
-                return await self._final_turn(traj, context, "context_budget", on_step)
+                return await self._limit_reached(traj, context, "context_budget", on_step)
 
             step.tools_s = await self._run_calls(step.tool_calls, self._calls_left(traj))
             block = self._fit_responses(step.tool_calls, room)
@@ -153,13 +156,34 @@ class AgentLoop:
                 traj.steps.append(step)
                 self._time(step, started)
                 await self._emit(on_step, step, traj)
-                return await self._final_turn(traj, context, "context_budget", on_step)
+                return await self._limit_reached(traj, context, "context_budget", on_step)
             step.tool_response_tokens = self.backend.count_tokens(block)
             context += block
             traj.steps.append(step)
             traj.total_tokens = self.backend.count_tokens(context)
             self._time(step, started)
             await self._emit(on_step, step, traj)
+
+    def _reserve(self) -> int:
+        """Tokens a normal turn leaves unused: its own end of turn, and with
+        ``force_final_answer`` room for the nudge and the answering turn after it."""
+        end_tokens = self.backend.count_tokens(protocol.END_OF_TURN)
+        if not self.settings.force_final_answer:
+            return protocol.end_reserve(end_tokens)
+        return protocol.final_reserve(self.backend.count_tokens(protocol.final_answer_nudge()),
+                                      end_tokens, self.final_answer_tokens)
+
+    async def _limit_reached(self, traj: Trajectory, context: str, reason: StopReason,
+                             on_step: OnStep | None) -> None:
+        """A limit ends the run. The original stops right here; a final answer is forced only
+        when the settings ask for it."""
+        if self.settings.force_final_answer:
+            return await self._final_turn(traj, context, reason, on_step)
+        traj.stop_reason = reason
+        traj.answer = self._last_answer(traj)
+        traj.total_tokens = self.backend.count_tokens(context)
+        log.info("agent.limit_reached", reason=reason, steps=len(traj.steps),
+                 answered=traj.answer is not None)
 
     async def _final_turn(self, traj: Trajectory, context: str, reason: StopReason,
                           on_step: OnStep | None) -> None:

@@ -11,7 +11,9 @@ Read top to bottom against the paper (FATHOM.md, "The search agent protocol"):
 3. ``format_tool_responses``: all results of the turn go back in ONE user turn, each wrapped in
    ``<tool_response>``; then the assistant turn is reopened inside ``<think>``.
 4. The loop ends on a turn without tool calls or after ``MAX_TURNS``; the whole trace must fit
-   ``MAX_CONTEXT_TOKENS``. When the loop has to stop early it appends ``final_answer_nudge``.
+   ``MAX_CONTEXT_TOKENS``. Reaching a limit ends the trace where it is. Only as an opt-in of
+   ours (``AgentSettings.force_final_answer``) does the loop append ``final_answer_nudge`` and
+   ask for one more turn.
 5. The answer is the content of the last ``\\boxed{}``.
 """
 
@@ -30,11 +32,10 @@ from fathom.tools.base import TOOL_SPECS, ToolSpec
 
 MAX_TURNS = 64  # assistant turns before the loop must stop
 MAX_CONTEXT_TOKENS = 40_960  # prompt + everything generated + every tool response
-FINAL_ANSWER_TOKENS = 1_024  # kept in reserve so a forced final answer always fits
-MIN_TURN_TOKENS = 256  # below this a normal turn is not worth starting: answer instead
+FINAL_ANSWER_TOKENS = 1_024  # with force_final_answer: kept in reserve so that answer fits
+MIN_TURN_TOKENS = 256  # below this a normal turn is not worth starting: the budget is used up
 MIN_RESPONSE_TOKENS = 64  # below this tool responses cannot be delivered at all
 BUDGET_SLACK_TOKENS = 16  # counting pieces apart can differ from counting them joined
-TOP_K_MIN, TOP_K_MAX = 1, 50
 MAX_STRING_ARG_CHARS = 2_000  # a query, URL or goal longer than this is a runaway generation
 
 # --- ChatML and the tags the model writes ----------------------------------------------------
@@ -246,15 +247,27 @@ def check_arguments(spec: ToolSpec, arguments: dict[str, Any]) -> str | None:
             if len(value) > MAX_STRING_ARG_CHARS:
                 return (f"{spec.name}: {key!r} is too long ({len(value)} characters, "
                         f"at most {MAX_STRING_ARG_CHARS})")
-        elif expected == "integer" and (not isinstance(value, int) or isinstance(value, bool)):
-            return f"{spec.name}: {key!r} must be an integer, not a JSON {_json_type(value)}"
-    if "top_k" in arguments and not TOP_K_MIN <= arguments["top_k"] <= TOP_K_MAX:
-        return f"{spec.name}: 'top_k' must be between {TOP_K_MIN} and {TOP_K_MAX}, not {arguments['top_k']}"
+        elif expected == "integer":
+            if not isinstance(value, int) or isinstance(value, bool):
+                return f"{spec.name}: {key!r} must be an integer, not a JSON {_json_type(value)}"
+            problem = _out_of_bounds(value, properties[key])
+            if problem:
+                return f"{spec.name}: {key!r} must be {problem}, not {value}"
     if "url" in arguments:
         parts = urlsplit(arguments["url"].strip())
         if parts.scheme not in ("http", "https") or not parts.netloc:
             return f"{spec.name}: 'url' must be a full http or https address, not {arguments['url'][:200]!r}"
     return None
+
+
+def _out_of_bounds(value: int, schema: dict[str, Any]) -> str | None:
+    """The bounds ``value`` breaks, in words, from the schema's ``minimum``/``maximum``."""
+    low, high = schema.get("minimum"), schema.get("maximum")
+    if (low is None or value >= low) and (high is None or value <= high):
+        return None
+    if low is not None and high is not None:
+        return f"between {low} and {high}"
+    return f"at least {low}" if low is not None else f"at most {high}"
 
 
 def _json_type(value: Any) -> str:
@@ -353,7 +366,7 @@ _NUDGE = (
 
 
 def final_answer_nudge() -> str:
-    """The user turn appended when the loop must force a final answer (turn limit or budget)."""
+    """The user turn appended, with ``force_final_answer`` on, when a limit stops the loop."""
     return f"{IM_START}user\n{_NUDGE}{END_OF_TURN}{ASSISTANT_OPEN}"
 
 
@@ -398,6 +411,11 @@ def turn_allowance(context_tokens: int, max_new_tokens: int, reserve: int,
     return max(0, min(max_new_tokens, budget - context_tokens - reserve))
 
 
+def end_reserve(end_tokens: int) -> int:
+    """Tokens kept back so that the end-of-turn after a turn cut at its allowance still fits."""
+    return end_tokens + BUDGET_SLACK_TOKENS
+
+
 def final_reserve(nudge_tokens: int, end_tokens: int, final_answer_tokens: int = FINAL_ANSWER_TOKENS) -> int:
     """Tokens kept back so that a final-answer turn (nudge + answer + end) always fits."""
-    return nudge_tokens + final_answer_tokens + 2 * end_tokens + BUDGET_SLACK_TOKENS
+    return nudge_tokens + final_answer_tokens + end_tokens + end_reserve(end_tokens)

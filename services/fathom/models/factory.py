@@ -2,6 +2,9 @@
 
 Roles that name the same model on the same device share one instance: in local mode all four roles
 default to the bundled model, which is then loaded once, and their requests batch together.
+
+The policy over an OpenAI-compatible server must use raw completions and count its tokens exactly
+(see ``check_policy``); a configuration that cannot is refused here, before any work starts.
 """
 
 from __future__ import annotations
@@ -55,13 +58,33 @@ def build_backend(role: str, settings: Settings | None = None) -> ModelBackend:
     """The backend for a role, shared with any other role that names the same model."""
     settings = settings or get_settings()
     cfg = role_settings(role, settings)
+    if role == "policy" and cfg.backend == "openai" and cfg.api == "chat":
+        raise ConfigError(
+            "the policy cannot use api='chat': its prompt is raw ChatML text already (assistant turn "
+            "opened inside <think>), which a chat endpoint would wrap in a second chat template, and "
+            "Qwen3's template would also drop the past thinking the protocol keeps. Use "
+            "FATHOM_POLICY__API=completions (vLLM and SGLang serve /v1/completions)"
+        )
     with _lock:
         key = _key(cfg, settings)
         backend = _cache.get(key)
         if backend is None:
             backend = _build(cfg, settings)
+            if role == "policy":
+                check_policy(backend)  # a refused backend is not kept
             _cache[key] = backend
+        elif role == "policy":
+            check_policy(backend)
         return backend
+
+
+def check_policy(backend: ModelBackend) -> None:
+    """The agent's context budget (40,960 tokens for Fathom-Search-4B) is counted in the policy's
+    own tokens: a remote policy must count with its tokenizer or the server, never by estimate."""
+    from fathom.models.openai_backend import OpenAIBackend
+
+    if isinstance(backend, OpenAIBackend):
+        backend.require_exact_token_counts("the agent's context budget needs exact counts")
 
 
 def _build(cfg: ModelRole, settings: Settings) -> ModelBackend:

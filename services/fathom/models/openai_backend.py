@@ -5,6 +5,13 @@ text, and the agent needs exact control of the prompt); ``"chat"`` sends message
 ``/chat/completions``. Token ids and log-probabilities are returned when the server provides them
 (vLLM does with ``logprobs`` and ``return_tokens_as_token_ids``).
 
+Token counts (``count_tokens``) come from the model's tokenizer when it is in the local Hugging
+Face cache, else from the server's ``POST /tokenize`` (vLLM's endpoint, at the server root). Only
+where neither exists (api.openai.com, servers without the endpoint) is a count estimated as one
+token per four characters, with a warning; a role that needs exact counts (the policy's context
+budget) calls ``require_exact_token_counts`` and gets a ``ConfigError`` instead of an estimate.
+Server counts are blocking HTTP calls (the seam's ``count_tokens`` is synchronous), cached by text.
+
 Retries: only transient failures (connection errors, timeouts, 408/409/429/5xx) are retried, with
 exponential backoff and full jitter, honouring ``Retry-After``. A 400/401/404 is a mistake in the
 request or configuration; retrying cannot fix it, so it surfaces at once as a ``ModelError``.
@@ -14,10 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import math
 import os
 import random
+import threading
 import time
+from collections import OrderedDict
 from typing import Any, Literal
 from urllib.parse import urlparse
 
@@ -35,6 +45,9 @@ log = get_logger(__name__)
 
 TRANSIENT_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
 _TOKEN_ID_PREFIX = "token_id:"
+_COUNT_CACHE_SIZE = 512  # the agent counts the same context several times per turn
+
+TokenCounter = Literal["tokenizer", "server", "estimate"]
 
 
 def is_transient_status(status: int) -> bool:
@@ -91,6 +104,13 @@ class OpenAIBackend:
         self._semaphore: asyncio.Semaphore | None = None
         self._tokenizer: Any = None
         self._tokenizer_tried = False
+        self._counter: TokenCounter | None = None  # decided on first need
+        self._no_server_count = ""  # why the server cannot count, once known
+        self._exact_for: str | None = None  # what needs exact counts, once required
+        self._warned_estimate = False
+        self._counts: OrderedDict[bytes, int] = OrderedDict()
+        self._counts_lock = threading.Lock()
+        self._sync_client: httpx.Client | None = None
 
     def __repr__(self) -> str:  # never show the key
         return f"OpenAIBackend(name={self.name!r}, base_url={self.base_url!r}, api={self.role.api!r})"
@@ -108,13 +128,89 @@ class OpenAIBackend:
                 self._tokenizer = None
         return self._tokenizer
 
+    @property
+    def tokenize_url(self) -> str:
+        """vLLM serves ``/tokenize`` beside ``/v1``, not under it."""
+        return self.base_url.removesuffix("/v1") + "/tokenize"
+
+    def token_counter(self) -> TokenCounter:
+        """How ``count_tokens`` counts: the local tokenizer, the server, or the chars/4 estimate.
+        Asks the server once; a server that cannot be reached raises ``ModelError`` (undecided)."""
+        if self._counter is None:
+            if self._load_tokenizer() is not None:
+                self._counter = "tokenizer"
+            elif not self.extensions:  # api.openai.com has no tokenize endpoint: do not knock
+                self._no_server_count = "this API has no tokenize endpoint"
+                self._counter = "estimate"
+            else:
+                self._counter = "server" if self._server_count("") is not None else "estimate"
+        return self._counter
+
+    def require_exact_token_counts(self, needed_for: str = "exact counts are required") -> None:
+        """Never estimate from now on; ``ConfigError`` (refuse to start) when counting exactly is
+        impossible. A server that cannot be reached yet is not a refusal: the first count then
+        retries, and fails loudly if it still cannot count."""
+        self._exact_for = needed_for
+        try:
+            counter = self.token_counter()
+        except ModelError as exc:
+            log.warning("token_count_check_deferred", model=self.name, error=str(exc))
+            return
+        if counter == "estimate":
+            self._close_sync_client()  # refused: leave no connection open behind
+            raise ConfigError(self._no_exact_count_message())
+
+    def _no_exact_count_message(self) -> str:
+        return (
+            f"cannot count the tokens of {self.role.model!r} exactly ({self._exact_for}): its "
+            f"tokenizer is not in the local Hugging Face cache, and {self.tokenize_url} cannot count "
+            f"({self._no_server_count}). Serve the model with vLLM (which has /tokenize), or put its "
+            "tokenizer in the cache (huggingface-cli download MODEL --include 'tokenizer*')"
+        )
+
     def count_tokens(self, text: str) -> int:
-        """Exact when the model's tokenizer is in the local Hugging Face cache; otherwise an estimate of
-        one token per four characters (about right for English with BPE vocabularies)."""
-        tokenizer = self._load_tokenizer()
-        if tokenizer is not None:
-            return len(tokenizer(text, add_special_tokens=False).input_ids)
+        """The model's own count (local tokenizer or the server's /tokenize); the chars/4 estimate
+        only where neither exists and exact counts were not required, with a warning."""
+        counter = self.token_counter()
+        if counter == "tokenizer":
+            return len(self._tokenizer(text, add_special_tokens=False).input_ids)
+        if counter == "server":
+            count = self._server_count(text)
+            if count is None:  # the endpoint went away (server replaced by another build)
+                self._counter = "estimate"
+                return self.count_tokens(text)
+            return count
+        if self._exact_for is not None:
+            raise ConfigError(self._no_exact_count_message())
+        if not self._warned_estimate:
+            self._warned_estimate = True
+            log.warning("token_counts_estimated", model=self.name, method="characters/4",
+                        reason=self._no_server_count)
         return math.ceil(len(text) / 4)
+
+    def _server_count(self, text: str) -> int | None:
+        """The server's count of ``text`` (cached), or None when it has no usable /tokenize."""
+        key = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        with self._counts_lock:
+            if key in self._counts:
+                self._counts.move_to_end(key)
+                return self._counts[key]
+        body = {"model": self.role.model, "prompt": text, "add_special_tokens": False}
+        data = self._post_sync(self.tokenize_url, body)
+        if data is None:
+            return None
+        count = data.get("count")
+        if not isinstance(count, int) or isinstance(count, bool):
+            tokens = data.get("tokens")
+            if not isinstance(tokens, list):
+                self._no_server_count = "it answered without a token count"
+                return None
+            count = len(tokens)
+        with self._counts_lock:
+            self._counts[key] = count
+            if len(self._counts) > _COUNT_CACHE_SIZE:
+                self._counts.popitem(last=False)
+        return count
 
     def render_chat(self, messages: list[ChatMessage], add_generation_prompt: bool = True) -> str:
         tokenizer = self._load_tokenizer()
@@ -147,7 +243,14 @@ class OpenAIBackend:
             return await self._completions(self.render_chat(messages), params)
         return await self._chat([{"role": m.role, "content": m.content} for m in messages], params)
 
+    def _close_sync_client(self) -> None:
+        with self._counts_lock:
+            sync_client, self._sync_client = self._sync_client, None
+        if sync_client is not None:
+            sync_client.close()
+
     async def aclose(self) -> None:
+        self._close_sync_client()
         client, self._client, self._loop, self._semaphore = self._client, None, None, None
         if client is not None:
             # RuntimeError: created on a loop that is gone; its sockets went with it.
@@ -252,14 +355,52 @@ class OpenAIBackend:
             latency_s=time.perf_counter() - started,
         )
 
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+
+    def _timeout(self) -> httpx.Timeout:
+        return httpx.Timeout(self.role.timeout_s, connect=min(10.0, self.role.timeout_s))
+
+    def _post_sync(self, url: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        """POST for ``count_tokens`` (synchronous by the seam's contract), retried like ``_post``.
+        None when the server has no such endpoint (404/405) or rejects the request (4xx)."""
+        with self._counts_lock:
+            if self._sync_client is None:
+                self._sync_client = httpx.Client(headers=self._headers(), timeout=self._timeout())
+            client = self._sync_client
+        attempts = max(0, self.role.max_retries) + 1
+        last_error = ""
+        for attempt in range(attempts):
+            try:
+                response = client.post(url, json=body)
+            except (httpx.TimeoutException, httpx.TransportError) as exc:
+                last_error = f"{type(exc).__name__}: {exc}"
+            else:
+                if response.status_code < 400:
+                    try:
+                        data = response.json()
+                    except ValueError:
+                        data = None
+                    if isinstance(data, dict):
+                        return data
+                    self._no_server_count = "it answered with something other than a JSON object"
+                    return None
+                message = _error_message(response)
+                if not is_transient_status(response.status_code):
+                    self._no_server_count = f"HTTP {response.status_code}: {message}"
+                    return None
+                last_error = f"HTTP {response.status_code}: {message}"
+            if attempt + 1 < attempts:
+                time.sleep(self._backoff(attempt))
+        raise ModelError(f"{self.name}: {url} failed after {attempts} attempts: {last_error}")
+
     def _state(self) -> tuple[httpx.AsyncClient, asyncio.Semaphore]:
         loop = asyncio.get_running_loop()
         if self._client is None or self._semaphore is None or self._loop is not loop:
-            headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
             self._client = httpx.AsyncClient(
                 base_url=self.base_url,
-                headers=headers,
-                timeout=httpx.Timeout(self.role.timeout_s, connect=min(10.0, self.role.timeout_s)),
+                headers=self._headers(),
+                timeout=self._timeout(),
                 transport=self._transport,
             )
             self._semaphore = asyncio.Semaphore(max(1, self.role.concurrency))

@@ -1,13 +1,14 @@
 """A small OpenAI-compatible HTTP server over any ``ModelBackend`` (non-streaming).
 
-Endpoints: ``GET /v1/models``, ``POST /v1/completions``, ``POST /v1/chat/completions``, ``GET /health``.
-Responses follow vLLM's shapes, including ``logprobs`` (``tokens`` / ``token_logprobs`` on
-completions, ``logprobs.content[]`` on chat), ``return_tokens_as_token_ids`` and ``guided_choice`` /
-``structured_outputs.choice``. Local mode uses it to expose the bundled model as a model server, and
-tests use it to drive ``OpenAIBackend`` against a real model.
+Endpoints: ``GET /v1/models``, ``POST /v1/completions``, ``POST /v1/chat/completions``, ``GET /health``,
+and vLLM's ``POST /tokenize`` (at the root, as vLLM serves it). Responses follow vLLM's shapes,
+including ``logprobs`` (``tokens`` / ``token_logprobs`` on completions, ``logprobs.content[]`` on
+chat), ``return_tokens_as_token_ids`` and ``guided_choice`` / ``structured_outputs.choice``.
+Local mode uses it to expose the bundled model as a model server, and tests use it to drive
+``OpenAIBackend`` against a real model.
 
 Built on asyncio streams and h11 (the HTTP/1.1 state machine httpx itself uses) rather than a web
-framework: four endpoints do not need one.
+framework: five endpoints do not need one.
 """
 
 from __future__ import annotations
@@ -166,6 +167,12 @@ class ModelServer:
         route = path.rstrip("/")
         if route == "/health":
             return 200, {"status": "ok"}
+        if route == "/tokenize":
+            if method != "POST":
+                raise HTTPError(405, f"{method} not allowed on {path}")
+            request = _parse_json(body)
+            self._check_model(request)
+            return 200, self._tokenize(request)
         if route == "/v1/models":
             if method != "GET":
                 raise HTTPError(405, f"{method} not allowed on {path}")
@@ -185,6 +192,25 @@ class ModelServer:
             "object": "list",
             "data": [{"id": self.model_name, "object": "model", "created": 0, "owned_by": "fathom"}],
         }
+
+    def _tokenize(self, request: dict[str, Any]) -> dict[str, Any]:
+        """vLLM's ``/tokenize`` for a prompt: ``{"count", "max_model_len", "tokens"}``."""
+        prompt = request.get("prompt")
+        if not isinstance(prompt, str):
+            raise HTTPError(400, "prompt must be a string (messages are not supported here)", "prompt")
+        add_special = request.get("add_special_tokens", True)
+        if not isinstance(add_special, bool):
+            raise HTTPError(400, "add_special_tokens must be a boolean", "add_special_tokens")
+        tokenizer = getattr(self.backend, "tokenizer", None)
+        tokens: list[int] | None
+        if tokenizer is not None:
+            tokens = [int(t) for t in tokenizer(prompt, add_special_tokens=add_special).input_ids]
+            count = len(tokens)
+        else:  # a backend that only counts: the count is what clients need
+            tokens, count = None, self.backend.count_tokens(prompt)
+        window = getattr(self.backend, "context_tokens", None)
+        return {"count": count, "max_model_len": window if isinstance(window, int) else None,
+                "tokens": tokens, "token_strs": None}
 
     def _check_model(self, request: dict[str, Any]) -> None:
         model = request.get("model")

@@ -24,6 +24,10 @@ class ToolResult:
     meta: dict[str, Any] = field(default_factory=dict)  # e.g. {"snapshot_sha256": ..., "hits": n}
 
 
+# The one limit on search_urls' top_k: the schema shows it to the model, the agent's validator
+# reads it from the schema, the toolbox refuses anything outside it. The default is the original's.
+TOP_K_DEFAULT, TOP_K_MIN, TOP_K_MAX = 10, 1, 20
+
 SEARCH_URLS = ToolSpec(
     name="search_urls",
     description="Search the web. Returns the top results, each with title, URL and a snippet.",
@@ -31,7 +35,8 @@ SEARCH_URLS = ToolSpec(
         "type": "object",
         "properties": {
             "query": {"type": "string", "description": "The search query."},
-            "top_k": {"type": "integer", "description": "How many results to return.", "default": 10},
+            "top_k": {"type": "integer", "description": "How many results to return.",
+                      "default": TOP_K_DEFAULT, "minimum": TOP_K_MIN, "maximum": TOP_K_MAX},
         },
         "required": ["query"],
     },
