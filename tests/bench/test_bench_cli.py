@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from fathom.core.config import Settings
 from fathom.corpus.build import build_corpus
 
 from tests.shared_data import SHARED_DATA
@@ -25,11 +26,15 @@ def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def _fathom(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+def _fathom(
+    args: list[str], tmp_path: Path, env_extra: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         "FATHOM_DATA_DIR": str(tmp_path / "data"),
         "FATHOM_CACHE_DIR": str(tmp_path / "cache"),
+        "COLUMNS": "40",  # piped output must not depend on it
+        **(env_extra or {}),
     }
     return subprocess.run(
         [sys.executable, "-m", "fathom.cli.main", *args],
@@ -97,12 +102,13 @@ def test_bench_tools_prints_every_measure_as_json(tiny_corpus: Path, tmp_path: P
 
 
 def test_bench_tools_rejects_a_missing_corpus(tmp_path: Path) -> None:
+    nowhere = tmp_path / "a-folder-name-longer-than-forty-columns-of-a-narrow-terminal" / "nowhere"
     done = _fathom(
-        ["bench", "tools", "--no-search", "--corpus", str(tmp_path / "nowhere"), "--static-pages", "1"],
+        ["bench", "tools", "--no-search", "--corpus", str(nowhere), "--static-pages", "1"],
         tmp_path,
     )
-    assert done.returncode == 2
-    assert "not a corpus directory" in done.stdout + done.stderr
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.splitlines()[0].startswith(f"error: {nowhere}: not a corpus directory")
 
 
 def test_bench_research_checks_its_options(tmp_path: Path) -> None:
@@ -110,3 +116,21 @@ def test_bench_research_checks_its_options(tmp_path: Path) -> None:
     assert bad_mode.returncode == 2 and "search" in bad_mode.stdout + bad_mode.stderr
     too_many = _fathom(["bench", "research", "--questions", "99"], tmp_path)
     assert too_many.returncode == 2
+
+
+@pytest.mark.slow
+def test_bench_research_json_is_the_json_document_alone(tmp_path: Path) -> None:
+    # The shortest real job (one turn of the bundled model); only where its output goes is checked.
+    done = _fathom(
+        ["bench", "research", "--questions", "1", "--mode", "search", "--json"],
+        tmp_path,
+        {
+            "FATHOM_CACHE_DIR": str(Settings().cache_dir),  # the prepared bundled model and sample index
+            "FATHOM_AGENT__GUIDED_MAX_TURNS": "1",
+            "FATHOM_EXTRACTOR__MAX_NEW_TOKENS": "48",
+        },
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout)  # the table went to stderr
+    assert result["steps"] >= 1 and len(result["jobs"]) == 1
+    assert "research job, per step" in done.stderr

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from fathom.corpus.documents import (
+    ACCEPTED_FORMATS,
     CorpusFormatError,
     detect_format,
     make_doc_id,
@@ -94,7 +95,7 @@ def test_generic_jsonl_roundtrip(tmp_path: Path) -> None:
         ("", "empty"),
         ("hello", "does not start"),
         ('{"a": 1}\n{"b": 2}\n', "expected keys"),
-        ('[{"question": "q"}]', "neither"),
+        ('[{"question": "q"}]', "in no layout we read"),
         ('{"title": "x", "text": "y"}\nnot json\n', "not JSON"),
     ],
 )
@@ -108,3 +109,103 @@ def test_bad_files_raise_clear_errors(tmp_path: Path, content: str, message: str
 def test_missing_file() -> None:
     with pytest.raises(CorpusFormatError, match="no such file"):
         list(read_documents(Path("/nonexistent/corpus.json")))
+
+
+def hugging_face_hotpotqa_rows(n: int) -> list[dict]:
+    """The first n real HotpotQA questions, in the layout of the Hugging Face `hotpot_qa` dataset."""
+    rows = json.loads((CLOSED / "hotpotqa_train.json").read_text())[:n]
+    return [
+        {
+            "id": row["_id"],
+            "question": row["question"],
+            "answer": row["answer"],
+            "type": row["type"],
+            "level": row["level"],
+            "supporting_facts": {
+                "title": [t for t, _ in row["supporting_facts"]],
+                "sent_id": [i for _, i in row["supporting_facts"]],
+            },
+            "context": {
+                "title": [t for t, _ in row["context"]],
+                "sentences": [s for _, s in row["context"]],
+            },
+        }
+        for row in rows
+    ]
+
+
+def test_reads_the_hugging_face_hotpotqa_layout_as_array_and_as_lines(tmp_path: Path) -> None:
+    original = tmp_path / "hotpot_original.json"
+    original.write_text(json.dumps(json.loads((CLOSED / "hotpotqa_train.json").read_text())[:20]))
+    rows = hugging_face_hotpotqa_rows(20)
+    as_array = tmp_path / "hotpot_hf.json"
+    as_array.write_text(json.dumps(rows))
+    as_lines = tmp_path / "hotpot_hf.jsonl"  # what `datasets.Dataset.to_json` writes by default
+    as_lines.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    expected = list(read_documents(original))
+    assert len(expected) == 200  # 10 context paragraphs per question
+    for path in (as_array, as_lines):
+        docs = list(read_documents(path))
+        assert docs == expected
+        assert {d.source for d in docs} == {"hotpotqa"}
+    title, sentences = rows[0]["context"]["title"][0], rows[0]["context"]["sentences"][0]
+    first = next(iter(read_documents(as_array)))
+    assert first.title == title and first.text == "".join(sentences).strip()
+
+
+def test_question_files_with_a_broken_row_raise_a_format_error(tmp_path: Path) -> None:
+    rows = hugging_face_hotpotqa_rows(3)
+    rows[2]["context"] = {"title": ["Only a title"], "sentences": []}
+    path = tmp_path / "hotpot_hf.json"
+    path.write_text(json.dumps(rows))
+    with pytest.raises(CorpusFormatError, match=r"item 2: `context` is neither .*Hugging Face hotpot_qa"):
+        list(read_documents(path))
+
+    musique = json.loads((CLOSED / "musique_train.json").read_text())[:2]
+    del musique[1]["paragraphs"][0]["paragraph_text"]
+    lines = tmp_path / "musique.jsonl"
+    lines.write_text("".join(json.dumps(r) + "\n" for r in musique))
+    with pytest.raises(CorpusFormatError, match=r"musique.jsonl:2: `paragraphs` is not a list"):
+        list(read_documents(lines))
+
+    flashrag = tmp_path / "flash.jsonl"  # the second row breaks the layout the first one set
+    rows_of_flashrag = [{"id": "1", "contents": '"A"\nbody'}, {"id": "2"}]
+    flashrag.write_text("".join(json.dumps(r) + "\n" for r in rows_of_flashrag))
+    with pytest.raises(CorpusFormatError, match=r"breaks it further on \(KeyError"):
+        list(read_documents(flashrag))
+
+
+def test_musique_questions_read_as_array_and_as_lines(tmp_path: Path) -> None:
+    rows = json.loads((CLOSED / "musique_train.json").read_text())[:10]
+    as_array, as_lines = tmp_path / "musique_q.json", tmp_path / "musique_q.jsonl"
+    as_array.write_text(json.dumps(rows))
+    as_lines.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    docs = list(read_documents(as_array))
+    assert docs and docs == list(read_documents(as_lines))
+    assert {d.source for d in docs} == {"musique"}
+
+
+@pytest.mark.parametrize(
+    ("name", "container", "example"), ACCEPTED_FORMATS, ids=[f[0] for f in ACCEPTED_FORMATS]
+)
+def test_every_documented_example_reads(tmp_path: Path, name: str, container: str, example: str) -> None:
+    # The help text shows these examples: each must be a file we really read, in each container named.
+    files: list[Path] = []
+    if "JSON lines" in container:
+        files.append(tmp_path / "example.jsonl")
+        files[-1].write_text(example + "\n")
+    if "JSON array" in container and example.startswith("{"):
+        files.append(tmp_path / "example.json")
+        files[-1].write_text(f"[{example}]")
+    if "JSON array" in container and example.startswith("["):
+        files.append(tmp_path / "example.json")
+        files[-1].write_text(example)
+    if container == "JSON object":
+        files.append(tmp_path / "example.json")
+        files[-1].write_text(example)
+    assert files, container
+    for path in files:
+        docs = list(read_documents(path))
+        assert [d.title for d in docs] == ["Paris"], (name, path.name)
+        assert docs[0].text.startswith("Paris is")

@@ -13,7 +13,7 @@ import pytest
 from fathom.core.config import Settings
 from fathom.store.db import Database
 from fathom.store.repository import JobStore
-from fathom.synthesis.protocol import trace_urls
+from fathom.synthesis.protocol import citable_urls
 
 # The module fixture runs a whole job on the CPU: give it room beyond the default per-test limit.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
@@ -22,11 +22,13 @@ QUESTION = "Which country is the Eiffel Tower in, and who designed it?"
 
 
 @pytest.fixture(scope="module")
-def research_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
-    data_dir = tmp_path_factory.mktemp("e2e-data")
+def research_job(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
+    # A data dir with a long name and a narrow COLUMNS: what is printed must not depend on either.
+    data_dir = tmp_path_factory.mktemp("e2e-data") / "a-data-folder-with-a-name-longer-than-forty-columns"
     env = dict(os.environ)
     env.update(
         FATHOM_DATA_DIR=str(data_dir),
+        COLUMNS="40",
         # Short generations keep the CPU run to a few minutes; the protocol is the same.
         FATHOM_EXTRACTOR__MAX_NEW_TOKENS="96",
         FATHOM_AGENT__GUIDED_MAX_TURNS="3",
@@ -36,8 +38,30 @@ def research_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
         env=env, capture_output=True, text=True, timeout=1500,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    summary = json.loads(proc.stdout[proc.stdout.index("{\n"):])
-    return summary, data_dir
+    return proc, data_dir
+
+
+@pytest.fixture(scope="module")
+def research_run(research_job: tuple[subprocess.CompletedProcess[str], Path]) -> tuple[dict, Path]:
+    proc, data_dir = research_job
+    return json.loads(proc.stdout), data_dir
+
+
+def test_stdout_is_the_json_alone_and_progress_is_on_stderr(
+    research_job: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    proc, data_dir = research_job
+    summary = json.loads(proc.stdout)  # the whole of stdout: no progress line before the JSON
+    lines = proc.stderr.splitlines()
+    assert any(" turn  1 " in line for line in lines)
+    store = Settings(data_dir=data_dir).resolved_database_url
+    web_lines = [line for line in lines if line.startswith("local web: http://127.0.0.1:")]
+    assert len(web_lines) == 1 and web_lines[0].endswith(f"  store: {store}")
+    # Piped, the report path is whole on one line that a script can find (as `make demo | tee log` shows).
+    report_lines = [line for line in lines if line.startswith("report: ")]
+    assert report_lines == [f"report: {summary['report_markdown']}"]
+    assert Path(summary["report_markdown"]).is_absolute() and str(data_dir) in summary["report_markdown"]
+    assert f"job: {summary['job_id']} (" in proc.stderr
 
 
 def test_job_searched_fetched_and_was_stored(research_run: tuple[dict, Path]) -> None:
@@ -65,7 +89,7 @@ def test_report_exists_and_cites_only_the_trace(research_run: tuple[dict, Path])
     store = JobStore(Database(Settings(data_dir=data_dir).resolved_database_url))
     traj = store.load_trajectory(summary["job_id"])
     assert traj is not None
-    allowed = trace_urls(traj)
+    allowed = citable_urls(traj)
     assert report["sources"], "the report cites nothing"
     assert set(report["sources"]) <= allowed
     stored = store.get_report(summary["job_id"])
@@ -85,8 +109,9 @@ def test_jobs_and_report_commands_read_the_store(research_run: tuple[dict, Path]
         assert proc.returncode == 0, proc.stderr[-2000:]
         return proc.stdout
 
-    listed = json.loads(fathom("jobs", "list", "--json"))
+    listed = json.loads(fathom("jobs", "list", "--json"))  # each: the whole of stdout
     assert [j["id"] for j in listed] == [summary["job_id"]]
     shown = json.loads(fathom("jobs", "show", summary["job_id"][:8], "--json"))
     assert shown["job"]["status"] == "succeeded" and len(shown["trajectory"]["steps"]) == summary["turns"]
     assert "Sources used" in fathom("report", summary["job_id"][:8])
+    assert json.loads(fathom("report", summary["job_id"][:8], "--json"))["sources"]

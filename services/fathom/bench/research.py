@@ -44,10 +44,12 @@ async def _run(settings: Settings, questions: list[str], mode: str) -> dict[str,
     return {"steps": rows, "jobs": jobs}
 
 
-def run_research_bench(settings: Settings, questions: list[str], mode: str = "search") -> dict[str, Any]:
+def run_research_bench(
+    settings: Settings, questions: list[str], mode: str = "search", console: Console | None = None
+) -> dict[str, Any]:
     data = asyncio.run(_run(settings, questions, mode))
     rows = data["steps"]
-    console = Console()
+    console = console or Console()
     table = Table(title=f"research job, per step ({len(rows)} steps, {len(questions)} jobs, mode {mode})")
     table.add_column("part")
     for col in ("mean s", "p50 s", "p95 s", "share of step"):

@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 
-app = typer.Typer(help="Benchmarks: tool speed and recall, research step costs.", no_args_is_help=True)
+from fathom.cli.output import command_group, err_console, out_console, print_error
+
+app = command_group("Benchmarks: tool speed and recall, research step costs.")
 
 # Questions the shipped sample corpus answers (each from one or two of its documents).
 SAMPLE_QUESTIONS = (
@@ -60,7 +61,8 @@ def tools(
         browser_contexts=browser_contexts,
         extract_workers=extract_workers or None,
     )
-    console = Console(stderr=as_json)
+    # With --json the tables are commentary: stderr, so that stdout is the JSON document alone.
+    console = err_console if as_json else out_console
     try:
         result = run_tools_bench(
             data,
@@ -73,7 +75,7 @@ def tools(
             console=console,
         )
     except (FathomError, OSError, RuntimeError, ValueError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        print_error(str(exc))
         raise typer.Exit(2) from exc
     if as_json:
         _dump(result)
@@ -93,6 +95,7 @@ def research(
 
     if mode not in ("search", "report"):
         raise typer.BadParameter("must be 'search' or 'report'", param_hint="--mode")
-    result = run_research_bench(get_settings(), list(SAMPLE_QUESTIONS[:questions]), mode)
+    console = err_console if as_json else out_console
+    result = run_research_bench(get_settings(), list(SAMPLE_QUESTIONS[:questions]), mode, console=console)
     if as_json:
         _dump(result)

@@ -7,41 +7,52 @@ import signal
 from pathlib import Path
 
 import typer
-from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from fathom.corpus.documents import CorpusFormatError
+from fathom.cli.output import command_group, out_console, print_error
+from fathom.corpus.documents import CorpusFormatError, accepted_formats_text
 
-app = typer.Typer(help="Build and serve the local document corpus.", no_args_is_help=True)
-console = Console()
+app = command_group("Build and serve the local document corpus.")
 
 
-@app.command("build")
+# Paragraphs are single lines: typer's rich help keeps line breaks as they are written.
+_BUILD_HELP = "\n\n".join(
+    (
+        "Read, pool and deduplicate documents, then write docs, manifest and a Tantivy index.",
+        "The build is all or nothing: it is written beside --out and renamed into place at the end, so "
+        "a failed build leaves nothing behind. An existing corpus at --out is replaced; a folder "
+        "holding anything else is refused.",
+        "\b\n" + accepted_formats_text(),
+    )
+)
+
+
+@app.command("build", help=_BUILD_HELP)
 def build(
     sources: list[Path] = typer.Argument(..., help="Corpus files or directories of them."),
     out: Path = typer.Option(..., "--out", "-o", help="Corpus directory to write."),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
 ) -> None:
-    """Read, pool and deduplicate documents, then write docs, manifest and a Tantivy index."""
     from fathom.corpus.build import build_corpus
 
     try:
         info = build_corpus(sources, out)
-    except CorpusFormatError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+    except (CorpusFormatError, OSError) as exc:
+        print_error(str(exc))
         raise typer.Exit(2) from exc
     if as_json:
         typer.echo(json.dumps(info.to_json(), indent=2))
         return
-    table = Table(title=f"Corpus at {out}")
+    table = Table(title=f"Corpus at {escape(str(out))}")
     table.add_column("source")
     table.add_column("documents", justify="right")
     table.add_column("licence")
     for source, n in info.sources.items():
-        table.add_row(source, str(n), info.licences.get(source, ""))
+        table.add_row(escape(source), str(n), escape(info.licences.get(source, "")))
     table.add_row("[bold]total[/bold]", f"[bold]{info.documents}[/bold]", "")
-    console.print(table)
-    console.print(f"built in {info.build_seconds:.1f} s")
+    out_console.print(table)
+    out_console.print(f"built in {info.build_seconds:.1f} s")
 
 
 @app.command("serve")
@@ -62,9 +73,9 @@ def serve(
         )
         web.start()
     except (CorpusFormatError, OSError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        print_error(str(exc))
         raise typer.Exit(2) from exc
-    console.print(f"serving {len(web.corpus)} documents at [bold]{web.base_url}/[/bold] (Ctrl-C to stop)")
+    out_console.print(f"serving {len(web.corpus)} documents at [bold]{web.base_url}/[/bold] (Ctrl-C to stop)")
 
     def _terminate(signum: int, frame: object) -> None:
         raise KeyboardInterrupt  # stop the same way on SIGTERM (containers, process managers)
@@ -91,7 +102,7 @@ def sample(as_json: bool = typer.Option(False, "--json")) -> None:
     if as_json:
         typer.echo(json.dumps(info.to_json(), indent=2))
     else:
-        console.print(f"sample corpus: {info.documents} documents at {path}")
+        out_console.print(f"sample corpus: {info.documents} documents at {escape(str(path))}")
 
 
 @app.command("embed")
@@ -108,11 +119,15 @@ def embed(
     from fathom.corpus.sample import ensure_sample_index
     from fathom.corpus.store import Corpus
 
-    target = corpus_dir or ensure_sample_index(get_settings())
-    corpus = Corpus.open(target)
+    try:
+        target = corpus_dir or ensure_sample_index(get_settings())
+        corpus = Corpus.open(target)
+    except CorpusFormatError as exc:
+        print_error(str(exc))
+        raise typer.Exit(2) from exc
     started = time.perf_counter()
     vectors = DenseVectors.encode_corpus(list(corpus), target, device=device)
-    console.print(
+    out_console.print(
         f"encoded {len(vectors.ids)} documents in {time.perf_counter() - started:.0f} s -> "
-        f"{DenseVectors.paths(target)[0]}"
+        f"{escape(str(DenseVectors.paths(target)[0]))}"
     )

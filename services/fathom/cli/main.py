@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import importlib
 
-import typer
+from fathom.cli.output import command_group
 
-app = typer.Typer(help="Fathom: open deep research — search agent, tools, synthesizer.", no_args_is_help=True)
+app = command_group("Fathom: open deep research — search agent, tools, synthesizer.")
 
 # (module, attribute, sub-command name or None to merge top-level commands)
 _AREAS: list[tuple[str, str, str | None]] = [

@@ -9,16 +9,14 @@ import signal
 import time
 
 import typer
-from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from fathom.cli.output import command_group, out_console, print_error
 from fathom.core.config import BUNDLED_MODEL, get_settings
 from fathom.core.errors import ConfigError, ModelError
 
-app = typer.Typer(
-    help="Model backends: bundled model, roles, OpenAI-compatible server.", no_args_is_help=True
-)
-console = Console()
+app = command_group("Model backends: bundled model, roles, OpenAI-compatible server.")
 
 
 @app.command("prepare")
@@ -32,11 +30,11 @@ def prepare() -> None:
     try:
         path = prepare_bundled(models_dir)
     except ModelError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        print_error(str(exc))
         raise typer.Exit(1) from exc
     seconds = time.perf_counter() - started
     state = "already prepared" if already else f"prepared in {seconds:.1f} s"
-    console.print(f"{BUNDLED_MODEL}: {path} ({state})")
+    out_console.print(f"{BUNDLED_MODEL}: {escape(str(path))} ({state})")
 
 
 @app.command("list")
@@ -74,8 +72,8 @@ def list_roles(as_json: bool = typer.Option(False, "--json", help="Print JSON in
     for row in rows:
         prepared = {True: "yes", False: "no", None: "-"}[row["prepared"]]  # type: ignore[index]
         where = row["endpoint"] or row["device"] or ""
-        table.add_row(str(row["role"]), str(row["backend"]), str(row["model"]), str(where), prepared)
-    console.print(table)
+        table.add_row(*(escape(str(v)) for v in (row["role"], row["backend"], row["model"], where, prepared)))
+    out_console.print(table)
 
 
 @app.command("serve")
@@ -96,7 +94,7 @@ def serve(
         backend = build_backend(role, settings)
         defaults = default_params(role, settings)
     except (ConfigError, ModelError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        print_error(str(exc))
         raise typer.Exit(2) from exc
 
     async def run() -> None:
@@ -109,7 +107,7 @@ def serve(
         if task is not None:
             asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
         bound = await server.start(host, port)
-        console.print(f"serving {server.model_name!r} on http://{host}:{bound}/v1")
+        out_console.print(f"serving {server.model_name!r} on http://{host}:{bound}/v1")
         try:
             await server.serve_forever()
         finally:

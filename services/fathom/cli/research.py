@@ -9,16 +9,16 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from fathom.cli.output import CliConsole, command_group, err_console, out_console, print_error
 from fathom.core.config import get_settings
 from fathom.core.errors import FathomError
 from fathom.core.logging import configure_logging
 from fathom.research.events import ProgressEvent
 
-console = Console(stderr=False)
-jobs_app = typer.Typer(help="Inspect stored research jobs.", no_args_is_help=True)
+jobs_app = command_group("Inspect stored research jobs.")
 
 
 def _short(text: str, n: int = 70) -> str:
@@ -27,32 +27,35 @@ def _short(text: str, n: int = 70) -> str:
 
 
 def _print_event(ev: ProgressEvent) -> None:
+    """Progress goes to stderr: stdout is kept for the result (the JSON document with --json)."""
     t = f"[dim]{ev.elapsed_s:7.1f}s[/dim]"
     if ev.kind == "job_started":
-        console.print(f"{t} [bold]job {ev.job_id[:8]}[/bold] started ({ev.data.get('mode')}): {ev.message}")
+        err_console.print(
+            f"{t} [bold]job {ev.job_id[:8]}[/bold] started ({ev.data.get('mode')}): {escape(ev.message)}"
+        )
     elif ev.kind == "step":
         calls = ", ".join(
-            f"{c['name']}({_short(c['target'], 50)}){'' if c['ok'] else ' [red]✗[/red]'}"
+            f"{c['name']}({escape(_short(c['target'], 50))}){'' if c['ok'] else ' [red]✗[/red]'}"
             for c in ev.tool_calls
         )
         if not calls:
             answer = ev.data.get("answer")
-            calls = f"answer: {_short(str(answer), 60)}" if answer else "no tool call"
-        console.print(
+            calls = f"answer: {escape(_short(str(answer), 60))}" if answer else "no tool call"
+        err_console.print(
             f"{t} turn {ev.turn:>2}  tokens {ev.total_tokens:>6}  "
             f"model {ev.data.get('model_s', 0):5.1f}s tools {ev.data.get('tools_s', 0):5.2f}s  {calls}"
         )
     elif ev.kind == "synthesis_started":
-        console.print(f"{t} synthesizing the report…")
+        err_console.print(f"{t} synthesizing the report…")
     elif ev.kind == "synthesis_done":
-        console.print(
+        err_console.print(
             f"{t} report written: {ev.data.get('words')} words, "
             f"{ev.data.get('invalid_citations_removed')} invalid citations removed"
         )
     elif ev.kind == "job_done":
-        console.print(f"{t} [green]done[/green]")
+        err_console.print(f"{t} [green]done[/green]")
     elif ev.kind == "job_failed":
-        console.print(f"{t} [red]failed[/red]: {ev.message}")
+        err_console.print(f"{t} [red]failed[/red]: {escape(ev.message)}")
 
 
 def research(
@@ -72,9 +75,8 @@ def research(
     async def main() -> dict[str, Any]:
         async with LocalRuntime(settings, reports_dir=out) as rt:
             if rt.local_web_base:
-                console.print(
-                    f"[dim]local web: {rt.local_web_base}  store: {settings.resolved_database_url}[/dim]"
-                )
+                store = escape(settings.resolved_database_url)
+                err_console.print(f"[dim]local web: {rt.local_web_base}  store: {store}[/dim]")
             job_id = await rt.service.submit(question, mode)  # type: ignore[arg-type]
             result = await rt.service.run(job_id, on_event=_print_event)
             return {
@@ -83,24 +85,31 @@ def research(
                 "stop_reason": result.trajectory.stop_reason,
                 "turns": len(result.trajectory.steps),
                 "tool_calls": len(result.trajectory.tool_calls),
-                "report_markdown": str(result.report_paths[0]) if result.report_paths else None,
-                "report_json": str(result.report_paths[1]) if result.report_paths else None,
+                "report_markdown": str(result.report_paths[0].resolve()) if result.report_paths else None,
+                "report_json": str(result.report_paths[1].resolve()) if result.report_paths else None,
                 "timings": result.timings,
             }
 
     try:
         summary = asyncio.run(main())
     except FathomError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        print_error(str(exc))
         raise typer.Exit(1) from exc
     if as_json:
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
-        return
-    console.print(f"\n[bold]Answer:[/bold] {summary['answer'] or '(none)'}")
-    console.print(f"job {summary['job_id']}  ({summary['turns']} turns, {summary['tool_calls']} tool calls, "
-                  f"stop: {summary['stop_reason']})")
+    # With --json the same lines close the progress on stderr, for whoever watches the terminal.
+    _print_summary(summary, err_console if as_json else out_console)
+
+
+def _print_summary(summary: dict[str, Any], console: CliConsole) -> None:
+    # One fact per line, label first: a script finds the report with `grep '^report: '`.
+    console.print(f"\n[bold]answer:[/bold] {escape(summary['answer'] or '(none)')}")
+    console.print(
+        f"job: {summary['job_id']} ({summary['turns']} turns, {summary['tool_calls']} tool calls, "
+        f"stop: {summary['stop_reason']})"
+    )
     if summary["report_markdown"]:
-        console.print(f"[bold]Report:[/bold] {summary['report_markdown']}")
+        console.print(f"[bold]report:[/bold] {escape(summary['report_markdown'])}")
 
 
 def _store():  # type: ignore[no-untyped-def]
@@ -125,9 +134,9 @@ def jobs_list(
         return
     table = Table("id", "status", "mode", "created", "question", "answer")
     for j in jobs:
-        table.add_row(j.id[:8], j.status, j.mode, str(j.created_at)[:19], _short(j.question, 50),
-                      _short(j.answer or "", 30))
-    console.print(table)
+        table.add_row(j.id[:8], j.status, j.mode, str(j.created_at)[:19], escape(_short(j.question, 50)),
+                      escape(_short(j.answer or "", 30)))
+    out_console.print(table)
 
 
 def _job_dict(job: Any) -> dict[str, Any]:
@@ -146,27 +155,28 @@ def jobs_show(job_id: str, as_json: bool = typer.Option(False, "--json")) -> Non
         job = store.get_job(job_id)
         traj = store.load_trajectory(job.id)
     except FathomError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        print_error(str(exc))
         raise typer.Exit(1) from exc
     if as_json:
-        out = {"job": _job_dict(job), "trajectory": traj.to_dict() if traj else None}
-        sys.stdout.write(json.dumps(out, indent=2, default=str) + "\n")
+        shown = {"job": _job_dict(job), "trajectory": traj.to_dict() if traj else None}
+        sys.stdout.write(json.dumps(shown, indent=2, default=str) + "\n")
         return
-    console.print(f"[bold]{job.id}[/bold]  {job.status}  {job.mode}  {job.created_at}")
-    console.print(f"Q: {job.question}")
-    console.print(f"A: {job.answer or '(none)'}")
+    out_console.print(f"[bold]{job.id}[/bold]  {job.status}  {job.mode}  {job.created_at}")
+    out_console.print(f"Q: {escape(job.question)}")
+    out_console.print(f"A: {escape(job.answer or '(none)')}")
     if traj is None:
         return
     for step in traj.steps:
-        console.print(f"\n[bold]turn {step.index + 1}[/bold]  ({step.completion_tokens} tokens, "
-                      f"model {step.model_s:.1f}s, tools {step.tools_s:.2f}s)")
+        out_console.print(f"\n[bold]turn {step.index + 1}[/bold]  ({step.completion_tokens} tokens, "
+                  f"model {step.model_s:.1f}s, tools {step.tools_s:.2f}s)")
         if step.think:
-            console.print(f"[dim]think: {_short(step.think, 200)}[/dim]")
+            out_console.print(f"[dim]think: {escape(_short(step.think, 200))}[/dim]")
         for c in step.tool_calls:
             status = "ok" if c.ok else f"error: {c.error or 'tool failed'}"
-            console.print(f"  {c.name}({json.dumps(c.arguments, ensure_ascii=False)[:120]}) -> {status}")
+            arguments = escape(json.dumps(c.arguments, ensure_ascii=False)[:120])
+            out_console.print(f"  {c.name}({arguments}) -> {escape(status)}")
         if step.answer:
-            console.print(f"  answer: {step.answer}")
+            out_console.print(f"  answer: {escape(step.answer)}")
 
 
 def report(job_id: str, as_json: bool = typer.Option(False, "--json")) -> None:
@@ -176,10 +186,10 @@ def report(job_id: str, as_json: bool = typer.Option(False, "--json")) -> None:
         job = store.get_job(job_id)
         rep = store.get_report(job.id)
     except FathomError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        print_error(str(exc))
         raise typer.Exit(1) from exc
     if rep is None:
-        console.print(f"[red]error:[/red] job {job.id} has no report (mode {job.mode}, status {job.status})")
+        print_error(f"job {job.id} has no report (mode {job.mode}, status {job.status})")
         raise typer.Exit(1)
     if as_json:
         sys.stdout.write(json.dumps(rep.data, indent=2, default=str) + "\n")

@@ -60,6 +60,45 @@ SOURCE_LICENCES: dict[str, str] = {
     "jsonl": "as stated by the provider of the file",
 }
 
+# Every layout the readers below detect, as (name, container, one-line example). `fathom corpus
+# build --help` lists them, and a file in none of them gets an error that names them.
+ACCEPTED_FORMATS: tuple[tuple[str, str, str], ...] = (
+    ("documents", "JSON lines; id, url and source optional",
+     '{"id": "d1", "title": "Paris", "text": "Paris is the capital of France.", "url": "https://x.org/paris"}'),
+    ("HotpotQA questions", "JSON array or JSON lines",
+     '{"question": "...", "context": [["Paris", ["Paris is the capital.", " It lies on the Seine."]]]}'),
+    ("HotpotQA questions, Hugging Face hotpot_qa", "JSON array or JSON lines",
+     '{"question": "...", "context": {"title": ["Paris"], "sentences": [["Paris is the capital."]]}}'),
+    ("HotpotQA corpus", "JSON object",
+     '{"Paris": ["Paris is the capital of France.", " It lies on the Seine."]}'),
+    ("MuSiQue questions", "JSON array or JSON lines",
+     '{"question": "...", "paragraphs": [{"title": "Paris", "paragraph_text": "Paris is ..."}]}'),
+    ("paragraph list", "JSON array; the MuSiQue and 2WikiMultihopQA corpora",
+     '[{"title": "Paris", "text": "Paris is the capital of France."}]'),
+    ("Wikipedia summaries", "JSON object",
+     '{"Paris": {"title": "Paris", "extract": "Paris is the capital of France."}}'),
+    ("FlashRAG passages", "JSON lines",
+     '{"id": "1", "contents": "\\"Paris\\"\\nParis is the capital of France."}'),
+    ("Natural Questions (open, oracle)", "JSON lines",
+     '{"question": "...", "ctxs": [{"title": "Paris", "text": "Paris is ...", "isgold": true}]}'),
+)
+
+
+def accepted_formats_text() -> str:
+    """The accepted layouts, one line each, for help texts."""
+    lines = ["Files: .json or .jsonl, optionally .gz or .xz; a folder stands for every such file in it."]
+    lines += [f"  {name} ({container}): {example}" for name, container, example in ACCEPTED_FORMATS]
+    return "\n".join(lines)
+
+
+def _unknown_layout(where: str) -> CorpusFormatError:
+    names = "; ".join(name for name, _, _ in ACCEPTED_FORMATS)
+    return CorpusFormatError(
+        f"{where}: in no layout we read (accepted: {names}; "
+        "an example of each in `fathom corpus build --help`)"
+    )
+
+
 _SPACES = re.compile(r"\s+")
 _SLUG_DROP = re.compile(r"[^A-Za-z0-9]+")
 
@@ -137,18 +176,59 @@ def _read_paragraph_list(rows: list[dict[str, Any]], source: str) -> Iterator[Do
             yield make_document(title, str(text), source, url)
 
 
-def _read_hotpotqa_questions(rows: list[dict[str, Any]]) -> Iterator[Document]:
+def _hotpotqa_context(context: Any, where: str) -> list[tuple[str, list[str]]]:
+    """(title, sentences) pairs of a question's `context`, in either published layout.
+
+    The original files give ``[[title, [sentence, ...]], ...]``; the Hugging Face ``hotpot_qa``
+    dataset gives parallel lists ``{"title": [...], "sentences": [[...], ...]}``.
+    """
+    pairs: list[Any] | None = None
+    if isinstance(context, dict):
+        titles, sentences = context.get("title"), context.get("sentences")
+        if isinstance(titles, list) and isinstance(sentences, list) and len(titles) == len(sentences):
+            pairs = list(zip(titles, sentences, strict=True))
+    elif isinstance(context, list) and all(isinstance(p, list | tuple) and len(p) == 2 for p in context):
+        pairs = context
+    if pairs is None or not all(
+        isinstance(title, str) and isinstance(sents, list) and all(isinstance(x, str) for x in sents)
+        for title, sents in pairs
+    ):
+        raise CorpusFormatError(
+            f"{where}: `context` is neither [[title, [sentences]], ...] (HotpotQA) nor "
+            '{"title": [...], "sentences": [[...], ...]} (Hugging Face hotpot_qa)'
+        )
+    return [(title, list(sents)) for title, sents in pairs]
+
+
+def _hotpotqa_question(row: dict[str, Any], where: str) -> Iterator[Document]:
     # Question files carry their 10 context paragraphs; they are the same paragraphs as the corpus.
-    for row in rows:
-        for title, sentences in row["context"]:
-            yield make_document(title, "".join(sentences), "hotpotqa", wikipedia_url(title))
+    for title, sentences in _hotpotqa_context(row.get("context"), where):
+        yield make_document(title, "".join(sentences), "hotpotqa", wikipedia_url(title))
 
 
-def _read_musique_questions(rows: list[dict[str, Any]]) -> Iterator[Document]:
-    for row in rows:
-        for para in row["paragraphs"]:
-            title = str(para["title"])
-            yield make_document(title, str(para["paragraph_text"]), "musique", wikipedia_url(title))
+def _read_hotpotqa_questions(rows: list[dict[str, Any]], path: Path) -> Iterator[Document]:
+    for n, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise CorpusFormatError(f"{path}: item {n} is not a JSON object")
+        yield from _hotpotqa_question(row, f"{path}: item {n}")
+
+
+def _musique_question(row: dict[str, Any], where: str) -> Iterator[Document]:
+    paragraphs = row.get("paragraphs")
+    if not isinstance(paragraphs, list) or not all(
+        isinstance(p, dict) and "title" in p and "paragraph_text" in p for p in paragraphs
+    ):
+        raise CorpusFormatError(f"{where}: `paragraphs` is not a list of {{title, paragraph_text}} (MuSiQue)")
+    for para in paragraphs:
+        title = str(para["title"])
+        yield make_document(title, str(para["paragraph_text"]), "musique", wikipedia_url(title))
+
+
+def _read_musique_questions(rows: list[dict[str, Any]], path: Path) -> Iterator[Document]:
+    for n, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise CorpusFormatError(f"{path}: item {n} is not a JSON object")
+        yield from _musique_question(row, f"{path}: item {n}")
 
 
 def _read_json_file(path: Path) -> Iterator[Document]:
@@ -164,19 +244,16 @@ def _read_json_file(path: Path) -> Iterator[Document]:
             return
     if isinstance(data, list) and data and isinstance(data[0], dict):
         first_row = data[0]
-        if "context" in first_row and "supporting_facts" in first_row:
-            yield from _read_hotpotqa_questions(data)
+        if "context" in first_row and ("supporting_facts" in first_row or "question" in first_row):
+            yield from _read_hotpotqa_questions(data, path)
             return
         if "paragraphs" in first_row and "question" in first_row:
-            yield from _read_musique_questions(data)
+            yield from _read_musique_questions(data, path)
             return
         if "title" in first_row and ("text" in first_row or "paragraph_text" in first_row):
             yield from _read_paragraph_list(data, _paragraph_source(path))
             return
-    raise CorpusFormatError(
-        f"{path}: JSON document is neither {{title: [sentences]}}, {{title: {{title, extract}}}} "
-        "nor a list of {title, text} paragraphs"
-    )
+    raise _unknown_layout(f"{path}: JSON document")
 
 
 # --- line-oriented formats ---------------------------------------------------------------------
@@ -201,7 +278,10 @@ def _nq_rows(row: dict[str, Any]) -> Iterator[Document]:
 
 def _generic_row(row: dict[str, Any], path: Path, line_no: int) -> Document:
     if "title" not in row or "text" not in row:
-        raise CorpusFormatError(f"{path}:{line_no}: expected keys id?, title, text, url? in {sorted(row)}")
+        raise CorpusFormatError(
+            f"{path}:{line_no}: expected keys id?, title, text, url? in {sorted(row)} "
+            "(every other layout we read is listed by `fathom corpus build --help`)"
+        )
     title, text = normalise_text(str(row["title"])), normalise_text(str(row["text"]))
     doc_id = str(row["id"]) if row.get("id") else make_doc_id(title, text)
     if not re.fullmatch(r"[A-Za-z0-9_.~-]+", doc_id):
@@ -226,12 +306,20 @@ def _read_jsonl_file(path: Path) -> Iterator[Document]:
             if kind is None:
                 if "ctxs" in row and "question" in row:
                     kind = "nq"
+                elif "context" in row and "question" in row:
+                    kind = "hotpotqa"
+                elif "paragraphs" in row and "question" in row:
+                    kind = "musique"
                 elif "contents" in row:
                     kind = "flashrag"
                 else:
                     kind = "generic"
             if kind == "nq":
                 yield from _nq_rows(row)
+            elif kind == "hotpotqa":
+                yield from _hotpotqa_question(row, f"{path}:{line_no}")
+            elif kind == "musique":
+                yield from _musique_question(row, f"{path}:{line_no}")
             elif kind == "flashrag":
                 doc = _flashrag_row(row)
                 if doc is not None:
@@ -278,6 +366,15 @@ def read_documents(path: Path) -> Iterator[Document]:
         raise CorpusFormatError(f"{path}: cannot read ({exc})") from exc
     except json.JSONDecodeError as exc:
         raise CorpusFormatError(f"{path}: not JSON ({exc.msg} at line {exc.lineno})") from exc
+    except CorpusFormatError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        # A file that looked like a known layout at first and then broke it (a row with a key
+        # missing, a list where text was expected): a format error, not a crash.
+        raise CorpusFormatError(
+            f"{path}: starts like a layout we read but breaks it further on ({type(exc).__name__}: {exc}); "
+            "the accepted layouts are listed by `fathom corpus build --help`"
+        ) from exc
 
 
 def expand_sources(sources: Iterable[Path]) -> list[Path]:
