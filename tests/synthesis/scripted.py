@@ -99,9 +99,10 @@ sunshield on the way to L2. [{WIKI}] Its first deep field looked back 4.6 billio
 class ScriptedSynthesizerModel:
     name = "scripted-synthesizer"
 
-    def __init__(self, skip_plan: bool = False) -> None:
+    def __init__(self, skip_plan: bool = False, report: str = REPORT) -> None:
         self.prompts: list[tuple[str, SamplingParams]] = []
         self.skip_plan = skip_plan  # behave like a model that closes its think at once and ends the turn
+        self.report = report
 
     def count_tokens(self, text: str) -> int:
         return len(text) // 4
@@ -109,11 +110,11 @@ class ScriptedSynthesizerModel:
     async def complete(self, prompt: str, params: SamplingParams) -> Completion:
         self.prompts.append((prompt, params))
         if self.skip_plan:
-            text, stop = "</think>\n" + REPORT, "<|im_end|>"
+            text, stop = "</think>\n" + self.report, "<|im_end|>"
         elif "</think>" in params.stop:
             text, stop = PLAN, "</think>"
         else:
-            text, stop = "\n" + REPORT, "<|im_end|>"
+            text, stop = "\n" + self.report, "<|im_end|>"
         return Completion(text=text, finish_reason="stop", stop=stop, model=self.name,
                           usage=Usage(self.count_tokens(prompt), self.count_tokens(text)))
 

@@ -1,9 +1,18 @@
 from __future__ import annotations
 
 from fathom.synthesis.citations import check_citations, url_key
-from fathom.synthesis.protocol import trace_urls
+from fathom.synthesis.protocol import citable_urls
 
-from .traces import ESA, NASA, STSCI, WIKI, build_trajectory
+from .traces import (
+    ESA,
+    MIRROR,
+    MISSING,
+    NASA,
+    STSCI,
+    WIKI,
+    build_trajectory,
+    trajectory_with_failed_and_empty_reads,
+)
 
 FAKE = "https://www.invented-space-news.com/webb-launch"
 
@@ -36,7 +45,7 @@ It shows the cluster as it was 4.6 billion years ago, see also https://fake-mirr
 
 ## Conclusion
 
-Webb's launch was flawless and its first images were spectacular. [{WIKI}] [{STSCI}]
+Webb's launch was flawless and its first images were spectacular. [{WIKI}/] [{STSCI}]
 More observations will follow in the coming years.
 
 ## Sources used
@@ -48,49 +57,50 @@ More observations will follow in the coming years.
 
 
 def test_fake_citations_are_removed_counted_and_valid_ones_kept() -> None:
-    allowed = trace_urls(build_trajectory())
+    allowed = citable_urls(build_trajectory())
     check = check_citations(REPORT, allowed)
     assert FAKE not in check.markdown
     assert "fake-mirror.example.biz" not in check.markdown
-    # three bracketed [FAKE] (one shared with ESA), one markdown link, one bare URL; the model's own
-    # Sources list is replaced, not counted
-    assert check.invalid_removed == 5
-    assert check.invalid_urls == [FAKE, "https://fake-mirror.example.biz/smacs"]
+    # three bracketed [FAKE] (one shared with ESA), one markdown link, one bare URL, and NASA, a
+    # page only listed in search results; the model's own Sources list is replaced, not counted
+    assert check.invalid_removed == 6
+    assert check.invalid_urls == [FAKE, NASA.rstrip("/"), "https://fake-mirror.example.biz/smacs"]
     assert "as the agency explained" in check.markdown  # the link text survives, its target does not
     assert f"[{ESA}]" in check.markdown
-    # a citation written without the trailing slash is matched and rewritten to the trace spelling
-    assert f"[{NASA}]" in check.markdown and url_key(NASA.rstrip("/")) == url_key(NASA)
+    # a citation written with a trailing slash is matched and rewritten to the trace spelling
+    assert f"[{WIKI}/]" not in check.markdown and url_key(WIKI + "/") == url_key(WIKI)
     assert f"[{WIKI}]" in check.markdown
 
 
 def test_sources_section_is_rebuilt_from_valid_citations_deduplicated() -> None:
-    check = check_citations(REPORT, trace_urls(build_trajectory()))
-    assert check.sources == [WIKI, STSCI, NASA, ESA]
+    check = check_citations(REPORT, citable_urls(build_trajectory()))
+    assert check.sources == [WIKI, STSCI, ESA]
     tail = check.markdown.split("## Sources used\n\n", 1)[1]
     assert tail.strip().splitlines() == [f"- {u}" for u in check.sources]
     assert check.markdown.count("## Sources used") == 1
 
 
 def test_per_section_counts_and_uncited_sentences() -> None:
-    check = check_citations(REPORT, trace_urls(build_trajectory()))
+    check = check_citations(REPORT, citable_urls(build_trajectory()))
     per = check.citations_per_section
     assert per["Executive Summary"] == 2
-    assert per["S1. Launch and deployment"] == 4  # WIKI, NASA, ESA, WIKI in the table
+    assert per["S1. Launch and deployment"] == 3  # WIKI, ESA, WIKI in the table (NASA was only a hit)
     assert per["S2. First images"] == 1
     assert per["Conclusion"] == 2
     titles = [s.title for s in check.sections]
     assert titles[-1] == "Sources used"
     s1 = next(s for s in check.sections if s.title.startswith("S1"))
-    assert s1.citations == [WIKI, NASA, ESA, WIKI]
+    assert s1.citations == [WIKI, ESA, WIKI]
     uncited = check.uncited_sentences
     assert "The precise launch saved fuel for more than ten years of science." in uncited
     assert "A rival outlet claimed a delay of one week." in uncited
+    assert "The observatory is led by NASA with ESA and the Canadian Space Agency." in uncited
     assert any(s.startswith("The deployment took about a month") for s in uncited)
     assert any(s.startswith("It shows the cluster as it was 4.6 billion") for s in uncited)
     assert "More observations will follow in the coming years." in uncited
     # headings, table rows and the Sources list are never counted
     assert not any("Mirror diameter" in s or "Launch and deployment" in s for s in uncited)
-    assert check.sentences_without_citation == 5 == len(uncited)
+    assert check.sentences_without_citation == 6 == len(uncited)
     assert 100 < check.word_count < 250
 
 
@@ -107,3 +117,16 @@ def test_report_without_any_valid_citation_still_gets_a_sources_section() -> Non
     assert check.invalid_removed == 1
     assert "## Sources used\n\n- (no sources cited)" in check.markdown
     assert check.uncited_sentences == ["Only an invented source is cited."]
+
+
+def test_a_page_that_failed_to_load_cannot_be_cited() -> None:
+    """A URL the model invented got a 404; the error text named it and a mirror. A report that
+    cites either loses the citation, and the removal is counted."""
+    allowed = citable_urls(trajectory_with_failed_and_empty_reads())
+    md = (f"## S1. Launch\n\nThe launch slipped by a week. [{MISSING}] A mirror confirms it. [{MIRROR}]\n"
+          f"Webb launched on 25 December 2021. [{WIKI}]\n")
+    check = check_citations(md, allowed)
+    assert check.invalid_removed == 2 and check.invalid_urls == [MISSING, MIRROR]
+    assert MISSING not in check.markdown and MIRROR not in check.markdown
+    assert check.sources == [WIKI]
+    assert check.uncited_sentences == ["The launch slipped by a week.", "A mirror confirms it."]

@@ -3,14 +3,27 @@ from __future__ import annotations
 from fathom.synthesis.protocol import (
     SYNTHESIZER_SYSTEM_PROMPT,
     build_prompt,
+    citable_urls,
     find_urls,
     normalise_url,
     parse_output,
     reformat_trace,
-    trace_urls,
 )
 
-from .traces import ARIANE, ESA, L2, NASA, PAREN, QUESTION, SMACS, STSCI, WIKI, build_trajectory
+from .traces import (
+    ECHO,
+    ESA,
+    FAQ,
+    MIRROR,
+    MISSING,
+    NASA,
+    PAREN,
+    QUESTION,
+    STSCI,
+    WIKI,
+    build_trajectory,
+    trajectory_with_failed_and_empty_reads,
+)
 
 
 def test_reformat_trace_drops_system_and_think_tags_and_marks_results() -> None:
@@ -46,11 +59,17 @@ def test_reformat_trace_limits_shorten_and_drop_responses() -> None:
     assert "3. query_url(url=" in text.split("TOOL CALLS MADE", 1)[1]
 
 
-def test_trace_urls_covers_results_and_calls_but_not_prompt_or_reasoning() -> None:
-    urls = trace_urls(build_trajectory())
-    assert urls == {WIKI, NASA, ESA, ARIANE, STSCI, L2, SMACS, PAREN, "https://made-up.example.net/jwst"}
+def test_only_pages_read_successfully_are_citable() -> None:
+    urls = citable_urls(build_trajectory())
+    assert urls == {WIKI, STSCI, ESA}
+    # a URL the model made up and could not fetch is not, nor one only shown in search results
+    assert "https://made-up.example.net/jwst" not in urls and NASA not in urls
     assert "https://tool-docs.example.com/usage" not in urls  # only in the system prompt
     assert "https://hallucinated.example.org/in-reasoning" not in urls  # only in the model's thinking
+    # a 404 of an invented URL, and a URL inside its error text, are not; pages read are, even when
+    # the extractor found nothing on them (the citation check is about reading, not content)
+    assert citable_urls(trajectory_with_failed_and_empty_reads()) == {WIKI, STSCI, ESA, FAQ, ECHO}
+    assert not {MISSING, MIRROR} & citable_urls(trajectory_with_failed_and_empty_reads())
 
 
 def test_url_normalisation_trims_prose_punctuation_but_keeps_balanced_parentheses() -> None:
@@ -64,12 +83,13 @@ def test_url_normalisation_trims_prose_punctuation_but_keeps_balanced_parenthese
 
 def test_build_prompt_is_chatml_opened_inside_think() -> None:
     traj = build_trajectory()
-    prompt = build_prompt(QUESTION, reformat_trace(traj), trace_urls(traj))
+    prompt = build_prompt(QUESTION, reformat_trace(traj), citable_urls(traj))
     head = "<|im_start|>system\n" + SYNTHESIZER_SYSTEM_PROMPT + "<|im_end|>\n<|im_start|>user\n"
     assert prompt.startswith(head)
     assert prompt.endswith("<|im_end|>\n<|im_start|>assistant\n<think>\n")
     assert "SEARCH TRACE:\nUSER: " in prompt
-    assert STSCI in prompt.split("URLS YOU MAY CITE:", 1)[1]
+    may_cite = prompt.split("URLS YOU MAY CITE:", 1)[1].split("\n\n", 1)[0].split()
+    assert may_cite == sorted([WIKI, STSCI, ESA])  # the pages read, not the search results
     for part in ("Executive Summary", "Recommendations", "Conclusion", "Sources used",
                  "| Section | Item | Content | Confidence |", "4 to 6", "2,000 words"):
         assert part in SYNTHESIZER_SYSTEM_PROMPT

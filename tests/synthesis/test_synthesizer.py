@@ -9,10 +9,24 @@ from fathom.core.config import Settings
 from fathom.core.errors import ModelError
 from fathom.models.base import ModelBackend
 from fathom.synthesis import Report, Synthesizer, write_report
-from fathom.synthesis.protocol import trace_urls
+from fathom.synthesis.protocol import citable_urls
 
 from .scripted import INVENTED, PLAN, ScriptedSynthesizerModel
-from .traces import ARIANE, ESA, L2, NASA, QUESTION, SMACS, STSCI, WIKI, build_trajectory, long_trajectory
+from .traces import (
+    ARIANE,
+    ESA,
+    L2,
+    MIRROR,
+    MISSING,
+    NASA,
+    QUESTION,
+    SMACS,
+    STSCI,
+    WIKI,
+    build_trajectory,
+    long_trajectory,
+    trajectory_with_failed_and_empty_reads,
+)
 
 
 async def test_unguided_plan_then_report_with_checked_citations(tmp_path: Path) -> None:
@@ -37,17 +51,25 @@ async def test_unguided_plan_then_report_with_checked_citations(tmp_path: Path) 
     assert report.plan == PLAN.strip()
     assert report.model == "scripted-synthesizer" and not report.guided
     assert INVENTED not in report.markdown
-    assert report.invalid_citations_removed == 1 and report.invalid_citations == [INVENTED]
-    assert report.sources == [WIKI, ARIANE, ESA, STSCI, NASA, L2, SMACS]
-    assert set(report.sources) <= trace_urls(build_trajectory())
+    # the invented URL, and pages only listed in search results (never read), lose their citations
+    assert report.invalid_citations_removed == 6
+    assert report.invalid_citations == [ARIANE, INVENTED, NASA.rstrip("/"), L2, SMACS]
+    assert report.sources == [WIKI, ESA, STSCI]
+    assert set(report.sources) <= citable_urls(build_trajectory())
     assert report.markdown.rstrip().endswith("\n".join(f"- {u}" for u in report.sources))
-    assert report.citations_per_section["S3. First images"] == 3
-    # the invented bullet lost its citation; so did nothing else
+    assert report.citations_per_section["S3. First images"] == 2
+    # the sentences whose only citation was removed, and the one the model left uncited
     assert report.uncited_sentences == [
+        "The launch was flown as Ariane 5 flight VA256, one of the rocket's final missions.",
         "Launch was postponed by a further month because of a fuel leak.",
+        "The James Webb Space Telescope is an international programme led by NASA with ESA and the "
+        "Canadian Space Agency.",
+        "Ariane 5 was a heavy-lift vehicle that has since been retired.",
         "The trajectory was so accurate that less propellant was needed for course corrections.",
+        "The observatory settled at the Sun-Earth L2 point, about 1.5 million kilometres from Earth.",
+        "The cluster lies in the southern constellation Volans.",
     ]
-    assert report.sentences_without_citation == 2
+    assert report.sentences_without_citation == 7
     assert [s.title for s in report.sections][:3] == [
         "How the James Webb Space Telescope Reached Space and What It First Saw",
         "Executive Summary",
@@ -55,7 +77,7 @@ async def test_unguided_plan_then_report_with_checked_citations(tmp_path: Path) 
     ]
     assert 250 < report.word_count < 700
     assert [e for e, _ in events] == ["trace", "plan", "plan", "report", "citations"]
-    assert events[-1][1]["invalid_removed"] == 1
+    assert events[-1][1]["invalid_removed"] == 6
 
     md_path, json_path = write_report(report, tmp_path / "out")
     assert md_path.name.startswith("how-was-the-james-webb") and md_path.suffix == ".md"
@@ -70,7 +92,7 @@ async def test_model_that_skips_the_plan_still_yields_a_checked_report() -> None
     assert len(model.prompts) == 1  # the turn ended: no second completion
     assert report.plan == ""
     assert report.markdown.startswith("# How the James Webb Space Telescope Reached Space")
-    assert report.invalid_citations_removed == 1 and INVENTED not in report.markdown
+    assert report.invalid_citations_removed == 6 and INVENTED not in report.markdown
 
 
 async def test_long_trace_is_compacted_to_fit_the_context() -> None:
@@ -89,7 +111,7 @@ async def test_chat_api_role_sends_messages_and_still_checks_citations() -> None
     report = await Synthesizer(model, role).synthesize(QUESTION, build_trajectory())
     (prompt, _), = model.prompts
     assert prompt.startswith("<|im_start|>system\n")
-    assert INVENTED not in report.markdown and report.invalid_citations_removed == 1
+    assert INVENTED not in report.markdown and report.invalid_citations_removed == 6
 
 
 async def test_bad_input_is_refused_clearly() -> None:
@@ -98,5 +120,25 @@ async def test_bad_input_is_refused_clearly() -> None:
         await Synthesizer(model, Settings().synthesizer).synthesize("  ", build_trajectory())
     empty = build_trajectory()
     empty.steps = []
-    with pytest.raises(ModelError, match="no search results"):
+    with pytest.raises(ModelError, match="no page that was read"):
         await Synthesizer(model, Settings().synthesizer, guided=True).synthesize(QUESTION, empty)
+
+
+async def test_a_report_citing_a_page_that_failed_to_load_loses_the_citation() -> None:
+    """The policy invented a URL; reading it gave a 404 whose text names it and a mirror. The model's
+    report cites both: the citations are removed and counted, and the prompt never offered them."""
+    report_md = (
+        "# Webb\n\n## Executive Summary\n\n"
+        f"- Webb launched on 25 December 2021 on an Ariane 5 rocket. [{WIKI}]\n"
+        f"- The launch slipped by a week because of a fuel leak. [{MISSING}]\n\n"
+        f"## Conclusion\n\nA mirror of the agency page confirms the delay. [{MIRROR}, {ESA}]\n"
+    )
+    model = ScriptedSynthesizerModel(report=report_md)
+    traj = trajectory_with_failed_and_empty_reads()
+    report = await Synthesizer(model, Settings().synthesizer).synthesize(QUESTION, traj)
+    may_cite = model.prompts[0][0].split("URLS YOU MAY CITE:\n", 1)[1].split("\n\n", 1)[0]
+    assert MISSING not in may_cite and MIRROR not in may_cite
+    assert report.invalid_citations_removed == 2 and report.invalid_citations == [MISSING, MIRROR]
+    assert MISSING not in report.markdown and MIRROR not in report.markdown
+    assert report.sources == [WIKI, ESA]
+    assert report.uncited_sentences == ["The launch slipped by a week because of a fuel leak."]

@@ -164,3 +164,57 @@ def long_trajectory() -> Trajectory:
     traj.steps.insert(3, Step(index=4, text="More about the sunshield.</think>", think="", tool_calls=calls,
                               answer=None))
     return traj
+
+
+# A page the policy invented on a real host: the fetch failed with a 404 whose text names the URL
+# (and another one), so neither may ever be cited.
+MISSING = "https://www.esa.int/Science_Exploration/Webb_launch_delay_2021"
+MIRROR = "https://mirror.example.org/esa/webb-launch-delay"
+FAQ = "https://www.jwst.nasa.gov/content/about/faqs/faq.html"  # read, but the extractor found nothing
+ECHO = "https://www.space.com/james-webb-space-telescope-launch"  # read; the extractor echoed its layout
+
+# What the weak extractor wrote when nothing on the page matched the goal (tools/extract/render.py).
+PAGE_FAQ = (
+    f"URL: {FAQ}\nGoal: launch delays\n\n"
+    "Rationale: The page text is data, not instructions. No relevant information about the goal.\n\n"
+    "Evidence:\nNone found on the page.\n\n"
+    "Summary: (none given)"
+)
+# A rationale that imitates the response layout, with a quote that is not on the page, and a
+# summary that invents facts: model words that nothing checked.
+PAGE_ECHO = (
+    f"URL: {ECHO}\nGoal: launch date\n\n"
+    "Rationale: The page covers the launch.\n"
+    'Evidence:\n"Webb was launched from Florida in 2019 on a Falcon 9."\n\n'
+    "Evidence:\n"
+    '"The telescope lifted off from Europe\'s Spaceport in Kourou at 12:20 GMT on 25 December 2021."\n'
+    '"Tap here [to read more] about the launch."\n"launch was a success, said'
+    "\n\nSummary: Webb launched from Cape Canaveral in 2019 and was designed by SpaceX engineers."
+)
+# The page text behind PAGE_ECHO, as its snapshot gives it back.
+ECHO_PAGE_TEXT = (
+    "James Webb Space Telescope launch: what happened\n"
+    "The telescope lifted off from Europe's Spaceport in Kourou at 12:20 GMT on 25 December 2021. "
+    "Tap here [to read more] about the launch. Engineers said the launch was a success, said NASA."
+)
+
+
+def trajectory_with_failed_and_empty_reads() -> Trajectory:
+    """The realistic trace plus a turn that read an invented URL (404), a page where the extractor
+    found nothing (its placeholders), and a page whose extractor answer echoes the layout."""
+    traj = build_trajectory()
+    a1 = {"url": MISSING, "goal": "launch delays"}
+    a2 = {"url": FAQ, "goal": "launch delays"}
+    a3 = {"url": ECHO, "goal": "launch date"}
+    not_found = (f"Error (query_url): {MISSING} answered HTTP 404 Not Found (a copy may be at {MIRROR})")
+    calls = [_call(0, "query_url", a1, not_found, ok=False), _call(1, "query_url", a2, PAGE_FAQ),
+             _call(2, "query_url", a3, PAGE_ECHO)]
+    traj.steps.insert(3, Step(index=3, text="Any delays?</think>\n" + "".join(
+        _tc("query_url", a) for a in (a1, a2, a3)), think="Any delays?", tool_calls=calls, answer=None))
+    traj.steps[-1].index = 4
+    return traj
+
+
+def snapshot_texts(call: ToolCall) -> str | None:
+    """``PageTexts`` for these traces: the one page whose text is at hand, as its snapshot gives it."""
+    return ECHO_PAGE_TEXT if call.arguments.get("url") == ECHO else None

@@ -2,7 +2,7 @@
 
 from fathom.synthesis.citations import CitationCheck, check_citations
 from fathom.synthesis.guided import GuidedConfig
-from fathom.synthesis.protocol import parse_output, reformat_trace, trace_urls
+from fathom.synthesis.protocol import citable_urls, parse_output, reformat_trace
 from fathom.synthesis.report import Report, ReportSection
 from fathom.synthesis.synthesizer import ProgressCallback, Synthesizer
 from fathom.synthesis.writer import write_report
@@ -15,8 +15,8 @@ __all__ = [
     "ReportSection",
     "Synthesizer",
     "check_citations",
+    "citable_urls",
     "parse_output",
     "reformat_trace",
-    "trace_urls",
     "write_report",
 ]

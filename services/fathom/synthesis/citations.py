@@ -1,8 +1,9 @@
 """The citation check every report passes before anyone sees it. Pure: no I/O.
 
-A citation is a full URL in square brackets right after the sentence it supports. Only URLs
-that occur in the search trace may be cited: anything else is removed (and counted), markdown
-links to unknown URLs lose their target, and bare unknown URLs are dropped. The Sources used
+A citation is a full URL in square brackets right after the sentence it supports. Only the
+allowed URLs may be cited (the pages the research read: ``protocol.citable_urls``): anything else
+is removed (and counted), markdown links to other URLs lose their target, and bare other URLs
+are dropped. The Sources used
 section is rebuilt from the citations that survive, deduplicated in order of first use.
 """
 
@@ -235,7 +236,7 @@ def _is_substantive(sentence: str) -> bool:
 
 
 def check_citations(report_md: str, allowed_urls: Iterable[str]) -> CitationCheck:
-    """Remove citations of URLs outside the trace, rebuild Sources used, and measure coverage."""
+    """Remove citations of URLs not allowed, rebuild Sources used, and measure coverage."""
     cleaner = _Cleaner(allowed_urls)
     body = _drop_sources_sections(report_md)
     body = _tidy(_TOKEN_RE.sub(cleaner, body))

@@ -1,84 +1,139 @@
-"""Evidence items pulled from a search trace: one per URL, with the text the trace holds for it.
+"""The pages a research session read, with the page's own words that the trace holds for each.
 
-The guided writer grounds each body section on one item, and builds the plan's evidence map
-from all of them. Pure: no I/O.
+The guided writer grounds every body section on one of these pages, and checks every sentence it
+keeps against the page's words (:mod:`fathom.synthesis.grounding`). Only page text counts: the
+quotes of the extractor's Evidence part, which the toolbox keeps only when it finds them on the
+page, and the page's main text itself where a :data:`PageTexts` source can read it back from the
+stored snapshot. Where it can, every quote is checked against that text again, so a quote-like
+line that did not come from the page (a model echoing the layout in its Rationale) is dropped.
+The extractor's Rationale and Summary are its own unchecked words and are never used.
+
+Pure: page texts come in through ``PageTexts`` (see :mod:`fathom.synthesis.pages`).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
-from fathom.agent.trajectory import Trajectory
+from fathom.agent.trajectory import ToolCall, Trajectory
 from fathom.synthesis.citations import normalise_url, url_key
+from fathom.synthesis.grounding import printable_sentence, quote_sentences, split_at_page_lines
+from fathom.synthesis.protocol import citable_urls
 
-# One hit of search_urls output: "3. [Title](https://...)\nsnippet"
-_HIT_RE = re.compile(
-    r"^\s*\d+\.\s*\[(?P<title>[^\]\n]*)\]\((?P<url>https?://[^\s)]*(?:\([^\s)]*\)[^\s)]*)*)\)\s*\n"
-    r"(?P<snippet>.*?)(?=\n\s*-{3,}\s*\n|\Z)",
-    re.M | re.S,
-)
-# Lines of a query_url response that repeat the request rather than carry evidence.
-_ECHO_LINE_RE = re.compile(r"^\s*(\*\*)?(url|goal|source)(\*\*)?\s*:", re.I)
-_WORDS_RE = re.compile(r"[^\W_]{3,}", re.UNICODE)
+# The main text of the page a successful ``query_url`` call read, or None when it is not at hand.
+PageTexts = Callable[[ToolCall], str | None]
+
+# One hit of search_urls output: "3. [Title](https://...)": only its title is used, for headings.
+_HIT_RE = re.compile(r"^\s*\d+\.\s*\[(?P<title>[^\]\n]*)\]\((?P<url>https?://[^\s)]*(?:\([^\s)]*\)[^\s)]*)*)\)",
+                     re.M)
+# The Evidence part of a query_url response, up to its Summary part (tools/extract/render.py).
+_EVIDENCE_HEADER_RE = re.compile(r"^Evidence\b[^\n]*:[ \t]*$", re.M)
+_SUMMARY_HEADER_RE = re.compile(r"^Summary:", re.M)
+_SITE_SUFFIX_RE = re.compile(r"\s+[-|–—]\s+[^-|–—]{1,40}$")  # "Page title - Site name"
 
 
 @dataclass
 class Evidence:
-    url: str  # as it occurs in the trace
-    title: str
-    text: str  # what the trace says about this URL: page evidence, else the search snippet
-    kind: Literal["page", "search"]
-    order: int  # first appearance in the trace
+    """One page the research read successfully."""
+
+    url: str  # as the query_url call spelled it
+    title: str  # the page's own title, else its search hit's; "" when neither is known
+    quotes: list[str]  # the extractor's verbatim quotes (checked against page_text when known)
+    order: int  # position among the pages read, in trace order
+    page_text: str | None = None  # the page's main text, read back from its snapshot
+    _sentences: list[str] = field(default_factory=list, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._refresh()
+
+    def _refresh(self) -> None:
+        out: list[str] = []
+        for quote in self.quotes:
+            for s in quote_sentences(quote):
+                # With the page at hand each sentence must be on it, and its line breaks cut off a
+                # heading that a quote ran into the sentence below it.
+                pieces = [s] if self.page_text is None else [
+                    p for p in split_at_page_lines(s, self.page_text) if printable_sentence(p)
+                ]
+                pieces = [self._without_heading(p) for p in pieces]
+                out += [p for p in pieces if p not in out]
+        self._sentences = out
+
+    def _without_heading(self, sentence: str) -> str:
+        """The sentence without the page's title in front of it. Page readers that flatten a short
+        page put its heading and first paragraph on one line: "Eiffel Tower The Eiffel Tower is"."""
+        for heading in (self.title.strip(), _SITE_SUFFIX_RE.sub("", self.title.strip())):
+            rest = sentence[len(heading):].lstrip() if heading and sentence.startswith(heading + " ") else ""
+            if rest and printable_sentence(rest):
+                return rest
+        return sentence
+
+    @property
+    def grounds(self) -> str:
+        """The words a sentence about this page is checked against: the page's main text when it
+        is at hand, else the quotes taken from it."""
+        return self.page_text if self.page_text is not None else "\n".join(self.quotes)
+
+    def sentences(self, limit: int | None = None) -> list[str]:
+        """Complete sentences of the page, verbatim, in the extractor's order."""
+        return self._sentences[:limit]
+
+    @property
+    def host(self) -> str:
+        return re.sub(r"^www\.", "", urlsplit(self.url).netloc) or self.url
 
 
-def _page_text(result: str) -> str:
-    lines = [ln for ln in result.splitlines() if not _ECHO_LINE_RE.match(ln)]
-    text = "\n".join(lines)
-    text = re.sub(r"https?://\S+", "", text)  # the grounding text must not smuggle URLs
-    return re.sub(r"\n{3,}", "\n\n", text).strip()
+def evidence_quotes(result: str) -> list[str]:
+    """The quotes of a ``query_url`` response: one per line, in double quotes, in its Evidence
+    part. The placeholder written when there are none ("None found on the page.") is no quote."""
+    m = _EVIDENCE_HEADER_RE.search(result)
+    if m is None:
+        return []
+    block = result[m.end():]
+    end = _SUMMARY_HEADER_RE.search(block)
+    if end is not None:
+        block = block[: end.start()]
+    quotes: list[str] = []
+    for line in block.splitlines():
+        line = line.strip()
+        # a line cut short (a response shortened to fit the context) lacks its closing mark
+        if len(line) > 2 and line[0] == '"' and line[-1] == '"' and line[1:-1] not in quotes:
+            quotes.append(line[1:-1])
+    return quotes
 
 
-def collect_evidence(traj: Trajectory) -> list[Evidence]:
-    """Read pages first (richest evidence), then search hits, each in trace order."""
-    items: dict[str, Evidence] = {}
+def collect_evidence(traj: Trajectory, page_texts: PageTexts | None = None) -> list[Evidence]:
+    """Every page the research read successfully (the citable ones), in trace order, one item per
+    URL; a page read twice pools its quotes."""
+    citable = {url_key(u) for u in citable_urls(traj)}
     titles: dict[str, str] = {}
-    order = 0
     for call in traj.tool_calls:
-        if not call.ok or not call.result:
-            continue
-        if call.name == "search_urls":
+        if call.name == "search_urls" and call.ok and call.result:
             for m in _HIT_RE.finditer(call.result):
-                url = normalise_url(m.group("url"))
-                key = url_key(url)
-                title = m.group("title").strip()
-                titles.setdefault(key, title)
-                if key not in items:
-                    order += 1
-                    snippet = " ".join(m.group("snippet").split())
-                    items[key] = Evidence(url, title or url, snippet, "search", order)
-        elif call.name == "query_url" and isinstance(call.arguments.get("url"), str):
-            url = normalise_url(call.arguments["url"])
-            key = url_key(url)
-            text = _page_text(call.result)
-            if not text:
-                continue
-            goal = str(call.arguments.get("goal", "")).strip()
-            old = items.get(key)
-            if old is None or old.kind == "search":
-                order += 1
-                title = titles.get(key) or goal or url
-                items[key] = Evidence(url, title, text, "page", old.order if old else order)
-            else:
-                old.text += "\n\n" + text
-    return sorted(items.values(), key=lambda e: (e.kind != "page", e.order))
-
-
-def relevance(question: str, text: str) -> float:
-    """Share of the question's content words that the text mentions."""
-    q = {w.lower() for w in _WORDS_RE.findall(question)}
-    if not q:
-        return 0.0
-    t = {w.lower() for w in _WORDS_RE.findall(text)}
-    return len(q & t) / len(q)
+                titles.setdefault(url_key(normalise_url(m.group("url"))), m.group("title").strip())
+    items: dict[str, Evidence] = {}
+    for call in traj.tool_calls:
+        url = call.arguments.get("url")
+        if call.name != "query_url" or not call.ok or not call.result or not isinstance(url, str):
+            continue
+        key = url_key(url)
+        if key not in citable:
+            continue
+        quotes = evidence_quotes(call.result)
+        text = page_texts(call) if page_texts is not None else None
+        old = items.get(key)
+        if old is None:
+            title = call.meta.get("title")
+            title = title.strip() if isinstance(title, str) else ""
+            items[key] = Evidence(normalise_url(url), title or titles.get(key, ""), quotes, len(items), text)
+            continue
+        old.quotes += [q for q in quotes if q not in old.quotes]
+        if old.page_text is None:
+            old.page_text = text
+        elif text is not None and text != old.page_text:
+            old.page_text += "\n\n" + text  # read again and changed: either version is the page
+        old._refresh()
+    return list(items.values())

@@ -1,12 +1,21 @@
 """Guided synthesis for weak models (the bundled SmolLM2-135M): the report is assembled section
 by section around short generations the model can manage.
 
-We prefill the layout's headings ourselves, ground every body section on one source from the
-trace (its tool-response text goes into the prompt), let the model write a few sentences, and
-append the citation ``[url]`` after each sentence ourselves — so a model that cannot copy a URL
-still produces a report whose every citation is a trace URL. Executive Summary bullets,
-Recommendations and Conclusion are short generations over the body already written. Sources
-used is rebuilt by the citation check. Total generation stays small (``max_total_tokens``).
+We write the layout's headings ourselves and ground every body section on one page the research
+read: its lead sentences are the page's own words (verbatim quotes), and the model's few
+sentences follow only where the page's words support them (:mod:`fathom.synthesis.grounding`).
+We append the citation ``[url]`` after each sentence ourselves, so a model that cannot copy a
+URL still produces a report whose every citation is a page that was read. Executive Summary
+bullets, Recommendations and Conclusion are short generations over the body, held to the same
+rule, each sentence cited to the page that supports it.
+
+What never reaches a report: the extractor's Rationale and Summary (its own unchecked words),
+placeholders ("None found on the page."), and canned stand-ins for findings. Where nothing
+supported is left to say the writer says nothing: a page without a verbatim sentence grounds no
+section, fewer than five supported sentences make fewer bullets, and Recommendations is left out
+when no recommendation is supported. The section map is built by code and stored as such
+(``Report.guided_plan``), never as the model's plan. Sources used is rebuilt by the citation
+check. Total generation stays small (``max_total_tokens``).
 """
 
 from __future__ import annotations
@@ -16,9 +25,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from fathom.core.errors import ModelError
 from fathom.core.logging import get_logger
 from fathom.models.base import ChatMessage, Completion, ModelBackend, SamplingParams
-from fathom.synthesis.evidence import Evidence, relevance
+from fathom.synthesis.evidence import Evidence
+from fathom.synthesis.grounding import grounding, support
 
 log = get_logger(__name__)
 
@@ -37,13 +48,13 @@ _WORDS_RE = re.compile(r"[^\W_]+", re.UNICODE)
 
 @dataclass(frozen=True)
 class GuidedConfig:
-    sections: int = 3  # body sections, each grounded on one source
+    sections: int = 3  # body sections, each grounded on one page that was read
     section_tokens: int = 100
     bullet_tokens: int = 32  # 0: no generation, each bullet is a section's first sentence
     recommendation_tokens: int = 70
     conclusion_tokens: int = 80
     max_total_tokens: int = 600  # hard cap on generated tokens; the per-part budgets scale down
-    source_chars: int = 1_200  # grounding text per section prompt
+    source_chars: int = 1_200  # the page's own words shown per section prompt
     sentences_per_section: int = 3
     select_sources: Literal["order", "model"] = "order"  # "model": constrained choice over URLs
     repetition_penalty: float = 1.2  # tiny models loop without it
@@ -68,16 +79,17 @@ class GuidedSection:
     title: str
     source: Evidence
     sentences: list[str]
-    generated: bool  # False: the model gave nothing usable and we quoted the source instead
+    generated: bool  # True when a supported sentence of the model's made it into the section
 
 
 @dataclass
 class GuidedDraft:
     markdown: str
-    plan: str
+    section_map: str  # built by code from the pages read: not a model's plan
     sections: list[GuidedSection]
     completion_tokens: int
     model_calls: int
+    dropped_sentences: int = 0  # generated sentences left out: not supported by any cited page
 
 
 def clean_generation(text: str, max_sentences: int, allow_fragment: bool = True) -> list[str]:
@@ -101,20 +113,6 @@ def clean_generation(text: str, max_sentences: int, allow_fragment: bool = True)
     return out[:max_sentences]
 
 
-_QUOTE_LINE_RE = re.compile(r'^\s*[-*]?\s*["“](.+?)["”]\s*$', re.M)
-_LABEL_RE = re.compile(r"^\s*(\*\*)?(rationale|evidence|summary)(\*\*)?\s*:\s*", re.I | re.M)
-
-
-def source_sentences(ev: Evidence, limit: int) -> list[str]:
-    """Verbatim sentences from the source: the extractor's evidence quotes when there are any,
-    else its text without the rationale. Used where the model gives nothing usable."""
-    quotes = _QUOTE_LINE_RE.findall(ev.text)
-    if quotes:
-        return clean_generation(" ".join(quotes), limit, allow_fragment=False)
-    body = "\n".join(ln for ln in ev.text.splitlines() if not ln.lower().lstrip("* ").startswith("rationale"))
-    return clean_generation(_LABEL_RE.sub("", body).replace("\n", " "), limit, allow_fragment=False)
-
-
 def _section_title(ev: Evidence) -> str:
     # "Page title - Site name": the site name is noise in a section heading
     title = ev.title.strip()
@@ -123,27 +121,12 @@ def _section_title(ev: Evidence) -> str:
         title = shorter
     title = " ".join(re.sub(r"[\[\]#*|]", " ", title).split())
     if title.lower().startswith(("http://", "https://")) or not title:
-        title = "Evidence from " + re.sub(r"^https?://(www\.)?", "", ev.url).split("/")[0]
+        title = "Evidence from " + ev.host
     return title[:90].rstrip(" -:;,") or "Findings"
 
 
 def _cite(sentences: list[str], url: str) -> str:
     return " ".join(f"{s} [{url}]" for s in sentences)
-
-
-def _overlap(a: str, b: str) -> float:
-    wa = {w.lower() for w in _WORDS_RE.findall(a) if len(w) > 3}
-    wb = {w.lower() for w in _WORDS_RE.findall(b) if len(w) > 3}
-    return len(wa & wb) / len(wa) if wa else 0.0
-
-
-# A generated sentence stays only if most of its content words occur in the text it was written
-# from: a small model's fluent inventions (names, dates, places) fail this test, paraphrases pass.
-SUPPORT_THRESHOLD = 0.6
-
-
-def supported(sentence: str, source_text: str, threshold: float = SUPPORT_THRESHOLD) -> bool:
-    return _overlap(sentence, source_text) >= threshold
 
 
 class GuidedWriter:
@@ -153,6 +136,7 @@ class GuidedWriter:
         self.config = config
         self.tokens = 0
         self.calls = 0
+        self.dropped = 0
 
     def _params(self, max_new_tokens: int, stop: tuple[str, ...] = _STOPS) -> SamplingParams:
         return SamplingParams(
@@ -176,18 +160,26 @@ class GuidedWriter:
             self.tokens += c.usage.completion_tokens or self.backend.count_tokens(c.text)
         return out
 
+    def _keep(self, written: list[str], pages: list[Evidence]) -> list[tuple[str, Evidence]]:
+        """Each generated sentence with the page that grounds it best; the rest are dropped."""
+        kept: list[tuple[str, Evidence]] = []
+        for sentence in written:
+            best = max(pages, key=lambda e: support(sentence, e.grounds), default=None)
+            if best is not None and grounding(sentence, best.grounds) is not None:
+                kept.append((sentence, best))
+            else:
+                self.dropped += 1
+        return kept
+
     async def select(self, question: str, evidence: list[Evidence]) -> list[Evidence]:
-        """The sources the body sections are grounded on."""
-        n = min(self.config.sections, len(evidence))
-        pages = [e for e in evidence if e.kind == "page"]
-        hits = sorted((e for e in evidence if e.kind == "search"),
-                      key=lambda e: -relevance(question, e.title + " " + e.text))
-        ranked = pages + hits
+        """The pages the body sections are grounded on: read pages with a verbatim sentence."""
+        usable = [e for e in evidence if e.sentences(1)]
+        n = min(self.config.sections, len(usable))
         if self.config.select_sources == "order" or n <= 1:
-            return ranked[:n]
+            return usable[:n]
         # Constrained decoding: the model can only answer with one of the remaining URLs.
         chosen: list[Evidence] = []
-        pool = ranked[: max(n * 3, 6)]
+        pool = usable[: max(n * 3, 6)]
         for _ in range(n):
             remaining = [e for e in pool if e not in chosen]
             listing = "\n".join(f"- {e.url} : {_section_title(e)}" for e in remaining)
@@ -205,12 +197,19 @@ class GuidedWriter:
     async def write(self, question: str, evidence: list[Evidence], emit: Emit) -> GuidedDraft:
         cfg = self.config
         chosen = await self.select(question, evidence)
+        if not chosen:
+            raise ModelError(
+                f"none of the {len(evidence)} page(s) read gave a sentence of its own words to ground "
+                "a report on; the answer stands, but no report is written"
+            )
         sec_tok, bullet_tok, rec_tok, concl_tok = cfg.budgets(len(chosen))
 
+        # The model sees the page's own words only: the extractor's Rationale and Summary are
+        # unchecked model text, and a small model copies what it is shown.
         prompts = [
             self._prompt(
                 f"Question: {question}\n\nSource: {_section_title(ev)}\n"
-                f"{ev.text[: cfg.source_chars]}\n\n"
+                f"{' '.join(ev.sentences())[: cfg.source_chars]}\n\n"
                 "In two or three sentences, state what this source says that helps answer the question."
             )
             for ev in chosen
@@ -218,19 +217,18 @@ class GuidedWriter:
         sections: list[GuidedSection] = []
         for ev, c in zip(chosen, await self._batch(prompts, self._params(sec_tok)), strict=True):
             written = clean_generation(c.text, cfg.sentences_per_section)
-            kept = [x for x in written if supported(x, ev.text)]
-            generated = bool(kept)
-            # The source's own verbatim sentences lead; generated ones follow only where the source
-            # supports them, so a weak model cannot put invented facts behind a real citation.
-            sents = source_sentences(ev, 2)
-            sents += [x for x in kept if x not in sents]
-            sents = sents[: max(2, cfg.sentences_per_section)]
-            sents = sents or [f"{_section_title(ev)} is among the sources found."]
+            kept = [x for x, page in self._keep(written, [ev]) if page is ev]
+            # The page's own sentences lead; generated ones follow only where its words support
+            # them, so a weak model cannot put invented facts behind a real citation.
+            sents = ev.sentences(2)
+            extra = [x for x in kept if x not in sents]
+            sents = (sents + extra)[: max(2, cfg.sentences_per_section)]
+            generated = any(x in sents for x in extra)
             sections.append(GuidedSection(_section_title(ev), ev, sents, generated))
             await emit("section", {"index": len(sections), "title": sections[-1].title, "url": ev.url,
                                    "generated": generated})
 
-        # Executive summary: one generated sentence per section, cited to that section's source.
+        # Executive summary: one generated sentence per section, if the section's page supports it.
         bullet_prompts = [
             self._prompt(f"Text: {' '.join(s.sentences)}\n\nSummarise the text in one short sentence.")
             for s in sections
@@ -239,19 +237,18 @@ class GuidedWriter:
         bullets: list[tuple[str, str]] = []
         for i, s in enumerate(sections):
             got = clean_generation(summaries[i].text, 1, allow_fragment=False) if summaries else []
-            got = [x for x in got if supported(x, " ".join(s.sentences) + " " + s.source.text)]
-            bullets.append((got[0] if got else s.sentences[0], s.source.url))
-        # the layout asks for at least five bullets: add the sections' other sentences, then
-        # verbatim evidence from the sources, then from other pages the research read
+            fit = [x for x, page in self._keep(got, [s.source]) if x not in s.sentences]
+            bullets.append((fit[0] if fit else s.sentences[0], s.source.url))
+        # The layout asks for five bullets or more: add the sections' other sentences, then more of
+        # their pages' own words, then those of other pages read. Fewer is honest; filler is not.
         spare = [(x, s.source.url) for s in sections for x in s.sentences[1:]]
-        spare += [(q, s.source.url) for s in sections for q in source_sentences(s.source, 3)]
-        spare += [(q, e.url) for e in evidence if e.kind == "page" and e not in chosen
-                  for q in source_sentences(e, 1)]
-        for extra, url in spare:
+        spare += [(q, s.source.url) for s in sections for q in s.source.sentences(4)]
+        spare += [(q, e.url) for e in evidence if e not in chosen for q in e.sentences(1)]
+        for extra_sentence, url in spare:
             if len(bullets) >= 5:
                 break
-            if all(extra != b for b, _ in bullets):
-                bullets.append((extra, url))
+            if all(extra_sentence != b for b, _ in bullets):
+                bullets.append((extra_sentence, url))
         await emit("section", {"title": "Executive Summary", "bullets": len(bullets)})
 
         findings = " ".join(" ".join(s.sentences) for s in sections)[:1_500]
@@ -264,59 +261,50 @@ class GuidedWriter:
             ],
             self._params(max(rec_tok, concl_tok), stop=_STOPS[:2] + _STOPS[3:]),
         )
-        # Advice may go beyond the sources' words, but not invent facts: half its words must be found.
-        recs = [x for x in clean_generation(closing[0].text, 3) if supported(x, findings, threshold=0.5)]
-        conclusion = [x for x in clean_generation(closing[1].text, 6) if supported(x, findings)]
-        for s in sections:  # a conclusion has at least three sentences
+        pages = [s.source for s in sections]
+        # A closing sentence is cited to the section page whose words support it; advice that
+        # goes beyond the pages' words is left out, and so is the whole section if nothing is left.
+        recs = [(x, p.url) for x, p in self._keep(clean_generation(closing[0].text, 3), pages)]
+        conclusion = [(x, p.url) for x, p in self._keep(clean_generation(closing[1].text, 6), pages)]
+        for s in sections:  # a conclusion has at least three sentences: the pages' own lead ones
             if len(conclusion) >= 3:
                 break
-            if s.sentences[0] not in conclusion:
-                conclusion.append(s.sentences[0])
+            if all(s.sentences[0] != c for c, _ in conclusion):
+                conclusion.append((s.sentences[0], s.source.url))
         await emit("section", {"title": "Conclusion", "sentences": len(conclusion)})
-
-        def attributed(sentence: str) -> str:
-            """A closing sentence is cited to the section it draws most of its words from."""
-            best = max(sections, key=lambda s: _overlap(sentence, " ".join(s.sentences)), default=None)
-            if best is not None and _overlap(sentence, " ".join(best.sentences)) >= 0.3:
-                return f"{sentence} [{best.source.url}]"
-            return sentence
 
         lines = [f"# {' '.join(question.split())[:150]}", "", "## Executive Summary", ""]
         lines += [f"- {b} [{u}]" for b, u in bullets]
         for i, s in enumerate(sections, 1):
             lines += ["", f"## S{i}. {s.title}", "", _cite(s.sentences, s.source.url)]
-        lines += ["", "## Recommendations", ""]
-        lines += [f"{i}. {attributed(r)}" for i, r in enumerate(recs, 1)] or [
-            "1. Read the cited sources in full before acting on this summary."
-        ]
-        lines += ["", "## Conclusion", "", " ".join(attributed(c) for c in conclusion[:6])]
-        log.info("guided report drafted", sections=len(sections), tokens=self.tokens, calls=self.calls)
+        if recs:
+            lines += ["", "## Recommendations", ""]
+            lines += [f"{i}. {r} [{u}]" for i, (r, u) in enumerate(recs, 1)]
+        lines += ["", "## Conclusion", "", " ".join(f"{c} [{u}]" for c, u in conclusion[:6])]
+        log.info("guided report drafted", sections=len(sections), tokens=self.tokens, calls=self.calls,
+                 dropped_sentences=self.dropped)
         return GuidedDraft(
             markdown="\n".join(lines) + "\n",
-            plan=guided_plan(question, sections, evidence),
+            section_map=section_map(sections, evidence),
             sections=sections,
             completion_tokens=self.tokens,
             model_calls=self.calls,
+            dropped_sentences=self.dropped,
         )
 
 
-def guided_plan(question: str, sections: list[GuidedSection], evidence: list[Evidence]) -> str:
-    """The plan, written by us from the evidence map rather than by a model too small to plan."""
+SECTION_MAP_TITLE = "Section map built by the guided writer (code, not a model's plan)"
+
+
+def section_map(sections: list[GuidedSection], evidence: list[Evidence]) -> str:
+    """Which page grounds which section, and the page's first verbatim sentence. Written by code:
+    a model too small to plan wrote no plan, and none is claimed for it."""
     used = {s.source.url: f"S{i}" for i, s in enumerate(sections, 1)}
     rows = []
     for ev in evidence:
-        content = " ".join(ev.text.split())[:100].replace("|", "/")
-        confidence = "high" if ev.kind == "page" else "medium"
-        rows.append(f"| {used.get(ev.url, '-')} | {ev.url} | {content} | {confidence} |")
-    subs = "\n".join(f"{i}. What does {s.title} tell us about: {question}?"
-                     for i, s in enumerate(sections, 1))
+        first = (ev.sentences(1) or ["(no verbatim sentence)"])[0][:120].replace("|", "/")
+        rows.append(f"| {used.get(ev.url, '-')} | {ev.url} | {first} |")
     return (
-        f"Sub-questions:\n{subs or '1. ' + question}\n\n"
-        "Evidence map:\n| Section | Item | Content | Confidence |\n| --- | --- | --- | --- |\n"
+        f"{SECTION_MAP_TITLE}:\n| Section | Page read | First verbatim sentence |\n| --- | --- | --- |\n"
         + "\n".join(rows)
-        + "\n\nInsight strategies:\n"
-        "1. Put the sources side by side and note where they agree.\n"
-        "2. Flag claims that rest on a single source.\n"
-        "3. Prefer pages that were read over search snippets.\n"
-        "4. Turn the findings into concrete next steps."
     )

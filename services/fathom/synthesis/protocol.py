@@ -27,12 +27,12 @@ __all__ = [
     "ReportSection",
     "build_prompt",
     "check_citations",
+    "citable_urls",
     "find_urls",
     "format_call",
     "normalise_url",
     "parse_output",
     "reformat_trace",
-    "trace_urls",
     "url_key",
 ]
 
@@ -83,7 +83,9 @@ Every URL you cited, once each, one per line.
 Rules:
 - Put the full URL of the supporting source in square brackets right after each sentence that \
 uses evidence, for example: "The bridge opened in 1932. [https://example.org/bridge-history]".
-- Cite only URLs that occur in the trace, copied exactly. Never invent, shorten or guess a URL.
+- Cite only the URLs listed under URLS YOU MAY CITE (the pages that were read), copied exactly. \
+Never invent, shorten or guess a URL, and never cite a page that was only listed in search results \
+or that could not be fetched.
 - Whenever three or more related numbers come up, put them in a markdown table.
 - Be thorough: aim for 2,000 words or more. Write in the language of the question."""
 
@@ -98,21 +100,23 @@ def find_urls(text: str) -> list[str]:
     return out
 
 
-def trace_urls(traj: Trajectory) -> set[str]:
-    """Every URL the research session saw: in search results, query_url calls and their responses.
+def citable_urls(traj: Trajectory) -> set[str]:
+    """The URLs a report may cite: the pages the research read successfully.
 
-    The initial prompt and the model's own reasoning are left out on purpose: a URL that only the
-    model wrote was never seen on the web, so it must not become citable.
+    A citation tells the reader "this page says so", so only a page whose fetch succeeded and
+    whose evidence reached the trace qualifies (its snapshot is kept, so the claim can be
+    audited). Not citable: the URL of a failed read (a 404, a refused or invented address), URLs
+    inside error texts or page evidence, URLs only the model wrote (prompt, reasoning), and URLs
+    shown only in search results: a snippet is the search engine's words about a page nobody read,
+    possibly stale. The original let any URL of the trace be cited; this narrows that on purpose.
     """
     urls: set[str] = set()
     for call in traj.tool_calls:
-        if call.name == "query_url":
-            arg = call.arguments.get("url")
-            if isinstance(arg, str):
-                urls.update(find_urls(arg))
-        for text in (call.result, call.error):
-            if text:
-                urls.update(find_urls(text))
+        if call.name != "query_url" or not call.ok or not call.result:
+            continue
+        arg = call.arguments.get("url")
+        if isinstance(arg, str) and arg.strip().startswith(("http://", "https://")):
+            urls.add(normalise_url(arg))
     return urls
 
 

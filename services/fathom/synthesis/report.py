@@ -20,7 +20,7 @@ class Report:
     """A checked report. ``markdown`` has already been through the citation check."""
 
     question: str
-    plan: str
+    plan: str  # the synthesizer model's own plan (<think>...</think>); "" when it wrote none
     markdown: str
     sections: list[ReportSection]
     sources: list[str]
@@ -32,6 +32,8 @@ class Report:
     invalid_citations: list[str] = field(default_factory=list)
     uncited_sentences: list[str] = field(default_factory=list)
     guided: bool = False
+    # Guided reports: which page grounds which section, built by code, so never stored as ``plan``.
+    guided_plan: str = ""
     meta: dict[str, Any] = field(default_factory=dict)  # token usage, trace compaction, timings
 
     @property

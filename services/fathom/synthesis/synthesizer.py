@@ -4,11 +4,13 @@ Unguided (a real synthesizer such as Fathom-Synthesizer-4B): one raw ChatML prom
 assistant turn opened inside ``<think>``; the model writes its plan until ``</think>``, then —
 in the same turn — the report until end of turn. Guided (weak models): see
 :mod:`fathom.synthesis.guided`. Either way the report goes through ``check_citations`` before it
-is returned, so no caller ever sees a citation of a URL outside the trace.
+is returned, so no caller ever sees a citation of a page the research did not read
+(``protocol.citable_urls``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable
@@ -21,7 +23,7 @@ from fathom.core.logging import get_logger
 from fathom.models.base import ChatMessage, Completion, ModelBackend, SamplingParams
 from fathom.synthesis.budget import fit_trace
 from fathom.synthesis.citations import check_citations
-from fathom.synthesis.evidence import collect_evidence
+from fathom.synthesis.evidence import PageTexts, collect_evidence
 from fathom.synthesis.guided import GuidedConfig, GuidedWriter
 from fathom.synthesis.protocol import (
     END_OF_TURN_STOPS,
@@ -29,8 +31,8 @@ from fathom.synthesis.protocol import (
     THINK_CLOSE,
     build_messages,
     build_prompt,
+    citable_urls,
     parse_output,
-    trace_urls,
 )
 from fathom.synthesis.report import Report
 
@@ -49,11 +51,15 @@ class Synthesizer:
         role: ModelRole,
         guided: bool = False,
         guided_config: GuidedConfig | None = None,
+        page_texts: PageTexts | None = None,
     ) -> None:
         self.backend = backend
         self.role = role
         self.guided = guided
         self.guided_config = guided_config or GuidedConfig()
+        # Guided: the pages' main texts (from their snapshots) that sentences are checked against;
+        # without it, the verbatim quotes in the trace are the pages' only words at hand.
+        self.page_texts = page_texts
 
     async def synthesize(
         self, question: str, trajectory: Trajectory, on_progress: ProgressCallback | None = None
@@ -68,9 +74,11 @@ class Synthesizer:
                     await res
 
         t0 = time.perf_counter()
-        allowed = trace_urls(trajectory)
+        allowed = citable_urls(trajectory)
+        guided_plan = ""
         if self.guided:
-            plan, raw, meta = await self._guided(question, trajectory, emit)
+            guided_plan, raw, meta = await self._guided(question, trajectory, emit)
+            plan = ""  # the guided writer's section map is code's work, stored apart from a plan
         else:
             plan, raw, meta = await self._unguided(question, trajectory, allowed, emit)
         if not raw.strip():
@@ -78,7 +86,7 @@ class Synthesizer:
 
         check = check_citations(raw, allowed)
         meta["seconds"] = round(time.perf_counter() - t0, 3)
-        meta["trace_urls"] = len(allowed)
+        meta["citable_urls"] = len(allowed)
         await emit("citations", {"valid": len(check.citations), "invalid_removed": check.invalid_removed,
                                  "sources": len(check.sources),
                                  "sentences_without_citation": check.sentences_without_citation})
@@ -87,6 +95,7 @@ class Synthesizer:
         return Report(
             question=question,
             plan=plan,
+            guided_plan=guided_plan,
             markdown=check.markdown,
             sections=check.sections,
             sources=check.sources,
@@ -171,20 +180,25 @@ class Synthesizer:
     async def _guided(
         self, question: str, traj: Trajectory, emit: Callable[..., Awaitable[None]]
     ) -> tuple[str, str, dict[str, Any]]:
-        evidence = collect_evidence(traj)
+        # Reading snapshots back is disk and parsing work: off the event loop.
+        evidence = await asyncio.to_thread(collect_evidence, traj, self.page_texts)
         if not evidence:
-            raise ModelError("the search trace holds no search results or pages to write a report from")
+            raise ModelError("the search trace holds no page that was read successfully to write a "
+                             "report from (search results alone are not cited)")
         writer = GuidedWriter(self.backend, self.role.temperature, self.guided_config)
-        await emit("plan", {"status": "done", "evidence": len(evidence)})
+        checked = sum(e.page_text is not None for e in evidence)
+        await emit("evidence", {"pages": len(evidence), "page_texts": checked})
         draft = await writer.write(question, evidence, emit)
         meta = {
             "completion_tokens": draft.completion_tokens,
             "model_calls": draft.model_calls,
-            "evidence_items": len(evidence),
+            "pages_read": len(evidence),
+            "pages_checked_against_snapshot": checked,
             "sections_from_model": sum(s.generated for s in draft.sections),
+            "generated_sentences_dropped": draft.dropped_sentences,
         }
         await emit("report", {"tokens": draft.completion_tokens})
-        return draft.plan, draft.markdown, meta
+        return draft.section_map, draft.markdown, meta
 
 
 __all__ = ["SYNTHESIZER_SYSTEM_PROMPT", "ProgressCallback", "Synthesizer"]
