@@ -42,3 +42,29 @@ def test_database_defaults_to_sqlite_in_the_data_dir(tmp_path) -> None:  # type:
     s = Settings(data_dir=tmp_path)
     assert s.resolved_database_url == f"sqlite:///{tmp_path / 'fathom.db'}"
     assert Settings(database_url="postgresql://db/fathom").resolved_database_url == "postgresql://db/fathom"
+
+
+def test_the_extractor_budget_is_derived_in_one_place(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fathom.core.config import WEAK_EXTRACTOR_TOKENS, ExtractorRole, ModelRole, extractor_budget
+
+    # The bundled model with no budget of its own gets the small one; the configured value stays.
+    s = Settings()
+    assert s.extractor_budget == WEAK_EXTRACTOR_TOKENS and s.extractor.max_new_tokens == 1024
+    # A budget set for it, in code or from the environment, is kept as set.
+    assert extractor_budget(ModelRole(model=BUNDLED_MODEL, max_new_tokens=1024)) == 1024
+    assert Settings(extractor=ExtractorRole(max_new_tokens=256)).extractor_budget == 256
+    monkeypatch.setenv("FATHOM_EXTRACTOR__MAX_NEW_TOKENS", "300")
+    assert Settings().extractor_budget == 300
+    # Any other model keeps the original's 1,024.
+    monkeypatch.delenv("FATHOM_EXTRACTOR__MAX_NEW_TOKENS")
+    monkeypatch.setenv("FATHOM_EXTRACTOR__BACKEND", "openai")
+    assert Settings().extractor_budget == 1024
+    monkeypatch.setenv("FATHOM_EXTRACTOR__BACKEND", "transformers")
+    monkeypatch.setenv("FATHOM_EXTRACTOR__MODEL", "Qwen/Qwen3-4B")
+    assert Settings().extractor_budget == 1024
+
+
+def test_extract_settings_follow_the_original_by_default() -> None:
+    e = Settings().extract
+    assert (e.page_chars, e.attempts, e.fallback_tokens) == (15_000, 3, 6_000)
+    assert e.retry_temperature is None  # retries at the role's temperature: 0, as in the original

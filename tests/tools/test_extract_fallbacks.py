@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytest
-from fathom.core.config import ExtractSettings, ModelRole
+from fathom.core.config import BUNDLED_MODEL, ExtractSettings, ModelRole
 from fathom.core.errors import ModelError
 from fathom.models.base import ChatMessage, Completion, SamplingParams, Usage
 from fathom.tools.extract import EvidenceExtractor, ExtractionCache, format_query_url_result
+from fathom.tools.extract.choose import fuse_rankings
 from fathom.tools.extract.prompt import COMPRESS_SYSTEM
 
 PAGE = (
@@ -195,6 +196,92 @@ async def test_truncation_keeps_a_short_page_whole() -> None:
     assert ev.method == "truncate" and ev.summary == PAGE
 
 
+# A long page: 5,000 numbered words, about 39,000 characters, far past the 15,000 the model reads.
+LONG_PAGE = " ".join(f"fact{i:04d}" for i in range(5_000))
+
+
+async def test_truncation_fallback_cuts_the_whole_page_not_the_first_page_chars() -> None:
+    """The original: extraction on the first 15k characters; when it fails, plain truncation of the
+    page text to about 6,000 tokens. Cutting an already cut text would never truncate at all."""
+    backend = ScriptedBackend(lambda stage, n: "")
+    ex = _extractor(backend, attempts=1, context_tokens=100_000, fallback_tokens=4_000)
+    ev = await ex.extract(URL, "Which facts are listed?", LONG_PAGE)
+    assert ev.method == "truncate"
+    assert LONG_PAGE.startswith(ev.summary)
+    assert len(ev.summary) > ex.settings.page_chars  # reaches past what the model was shown
+    assert 3_990 <= backend.count_tokens(ev.summary) <= 4_000
+
+
+async def test_compression_fallback_reads_past_the_first_page_chars() -> None:
+    prompts: list[str] = []
+
+    class Recording(ScriptedBackend):
+        async def complete(self, prompt: str, params: SamplingParams) -> Completion:
+            prompts.append(prompt)
+            return await super().complete(prompt, params)
+
+    backend = Recording(lambda stage, n: "the page lists numbered facts" if stage == "compress" else "")
+    ev = await _extractor(backend, attempts=1, context_tokens=100_000).extract(URL, "Which facts?", LONG_PAGE)
+    assert ev.method == "compress"
+    answer_prompt, compress_prompt = prompts[0], prompts[-1]
+    assert COMPRESS_SYSTEM in compress_prompt
+    assert "fact4999" in compress_prompt and "fact4999" not in answer_prompt
+
+
+async def test_compression_fallback_is_cut_to_the_models_window() -> None:
+    prompts: list[str] = []
+
+    class Recording(ScriptedBackend):
+        async def complete(self, prompt: str, params: SamplingParams) -> Completion:
+            prompts.append(prompt)
+            return await super().complete(prompt, params)
+
+    backend = Recording(lambda stage, n: "the page lists numbered facts" if stage == "compress" else "")
+    ev = await _extractor(backend, attempts=1, context_tokens=3_000, max_new_tokens=200).extract(
+        URL, "Which facts?", LONG_PAGE
+    )
+    assert ev.method == "compress"
+    assert backend.count_tokens(prompts[-1]) <= 3_000 - 200
+
+
+async def _temperatures_of_failing_attempts(**settings: Any) -> list[float]:
+    seen: list[float] = []
+
+    class Recording(ScriptedBackend):
+        async def complete(self, prompt: str, params: SamplingParams) -> Completion:
+            if self._stage(prompt) == "rationale":
+                seen.append(params.temperature)
+            return await super().complete(prompt, params)
+
+    def script(stage: Stage, n: int) -> str:
+        if stage in ("summary", "compress"):
+            return "### ***"  # never a usable summary, so every attempt is spent
+        return _good(stage, n)
+
+    ev = await _extractor(Recording(script), attempts=3, **settings).extract(URL, GOAL, PAGE)
+    assert ev.attempts == 3 and ev.method == "truncate"
+    return seen
+
+
+async def test_retries_sample_at_the_roles_temperature_by_default() -> None:
+    # The original: GPT-4.1-mini at temperature 0, three attempts.
+    assert await _temperatures_of_failing_attempts() == [0.0, 0.0, 0.0]
+
+
+async def test_retries_sample_at_the_configured_retry_temperature() -> None:
+    assert await _temperatures_of_failing_attempts(retry_temperature=0.3) == [0.0, 0.3, 0.3]
+
+
+def test_bad_extract_settings_are_refused() -> None:
+    from pydantic import ValidationError
+
+    for bad in (
+        {"attempts": 0}, {"retry_temperature": -1.0}, {"fallback_tokens": 0}, {"choice_shortlist": 0}
+    ):
+        with pytest.raises(ValidationError):
+            ExtractSettings(**bad)
+
+
 class FailingBackend(ScriptedBackend):
     async def complete(self, prompt: str, params: SamplingParams) -> Completion:
         raise ModelError("extractor server unreachable")
@@ -271,7 +358,7 @@ async def test_cache_hit_returns_same_evidence_without_generation(tmp_path: Path
     assert (cache.hits, cache.misses, len(cache)) == (1, 1, 1)
     # Another goal, another prompt version or another model is another entry.
     await ex.extract(URL, "Where did she die?", PAGE)
-    await _extractor(backend, cache, prompt_version="v2").extract(URL, GOAL, PAGE)
+    await _extractor(backend, cache, prompt_version="another").extract(URL, GOAL, PAGE)
     assert len(cache) == 3
 
 
@@ -290,3 +377,33 @@ async def test_cache_disabled_by_settings(tmp_path: Path) -> None:
     ex = EvidenceExtractor(ScriptedBackend(_good), role, ExtractSettings(cache=False), cache)
     await ex.extract(URL, GOAL, PAGE)
     assert len(cache) == 0
+
+
+def test_weak_models_rank_page_sentences_strong_ones_write_the_three_parts() -> None:
+    def protocol(role: ModelRole, **settings: Any) -> str:
+        return EvidenceExtractor(ScriptedBackend(_good), role, ExtractSettings(**settings)).protocol
+
+    assert protocol(ModelRole(model=BUNDLED_MODEL)) == "sentence_choice"
+    assert protocol(ModelRole(backend="openai", model="gpt-4.1-mini")) == "free_text"
+    assert protocol(ModelRole(model="FractalAIResearch/Fathom-Search-4B")) == "free_text"
+    assert protocol(ModelRole(model=BUNDLED_MODEL), quote_protocol="free_text") == "free_text"
+    assert protocol(ModelRole(model="scripted-model"), quote_protocol="sentence_choice") == "sentence_choice"
+
+
+async def test_sentence_choice_with_a_failing_backend_falls_back_and_is_not_cached(tmp_path: Path) -> None:
+    cache = ExtractionCache.in_dir(tmp_path)
+    role = ModelRole(model="scripted-model", temperature=0.0)
+    settings = ExtractSettings(quote_protocol="sentence_choice")
+    ex = EvidenceExtractor(FailingBackend(_good), role, settings, cache)
+    ev = await ex.extract(URL, GOAL, PAGE)
+    assert ev.method == "truncate" and "backend failed" in ev.rationale
+    assert ev.evidence_source == "lexical" and all(q in PAGE for q in ev.evidence)
+    assert len(cache) == 0
+
+
+def test_rankings_are_fused_by_reciprocal_rank() -> None:
+    assert fuse_rankings([0, 1, 2, 3], [0, 1, 2, 3]) == [0, 1, 2, 3]
+    # Second by overlap and first by the model beats first by overlap and last by the model.
+    assert fuse_rankings([0, 1, 2, 3], [1, 2, 3, 0])[0] == 1
+    # A tie keeps the overlap order.
+    assert fuse_rankings([0, 1], [1, 0]) == [0, 1]

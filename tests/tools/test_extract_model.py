@@ -1,4 +1,6 @@
-"""The extractor with the real bundled model (SmolLM2-135M-Instruct) on a real Wikipedia lead."""
+"""The extractor with the real bundled model (SmolLM2-135M-Instruct) on a real Wikipedia lead, on the
+original's free-text protocol (the bundled model's own default, sentence choice, is tested in
+``test_extract_choice.py``)."""
 
 from __future__ import annotations
 
@@ -40,7 +42,7 @@ async def test_real_model_gives_three_grounded_parts_and_caches(
     backend: TransformersBackend, page_text: str, tmp_path: Path
 ) -> None:
     cache = ExtractionCache.in_dir(tmp_path)
-    extractor = EvidenceExtractor(backend, ROLE, ExtractSettings(), cache)
+    extractor = EvidenceExtractor(backend, ROLE, ExtractSettings(quote_protocol="free_text"), cache)
 
     ev = await extractor.extract(URL, GOAL, page_text, page_sha256="0" * 64)
 

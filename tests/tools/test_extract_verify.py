@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fathom.tools.extract import check_quotes, format_query_url_result, relevant_sentences
 from fathom.tools.extract.evidence import Evidence
-from fathom.tools.extract.verify import normalise
+from fathom.tools.extract.verify import normalise, ranked_sentences
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -90,6 +90,34 @@ def test_relevant_sentences_are_page_spans_ranked_by_overlap() -> None:
 
 def test_relevant_sentences_with_no_overlap_is_empty() -> None:
     assert relevant_sentences(PAGE, "quantum chromodynamics", k=3) == []
+
+
+# Sentences as real pages give them: a heading, a caption, then the article's sentences.
+ORGAN_PAGE = (
+    "Gallbladder\n"
+    "Gallbladder diagram\n"
+    "In vertebrates, the gallbladder is a small hollow organ where bile is stored before it is "
+    "released into the small intestine.\n"
+    "In humans, the pear-shaped gallbladder lies beneath the liver.\n"
+    "Hop plants are grown in several countries."
+)
+
+
+def test_ranked_sentences_are_best_first_and_skip_headings() -> None:
+    out = ranked_sentences(ORGAN_PAGE, "Where is the gall bladder situated in the human body?", 5)
+    # "gall bladder" meets "gallbladder", "humans" meets "human"; headings and captions are skipped.
+    assert out[0] == "In humans, the pear-shaped gallbladder lies beneath the liver."
+    assert "Gallbladder" not in out and "Gallbladder diagram" not in out
+    assert all(s in ORGAN_PAGE for s in out)
+    assert ranked_sentences(ORGAN_PAGE, "Which countries grow hops?", 1) == [
+        "Hop plants are grown in several countries."
+    ]
+
+
+def test_a_heading_is_quoted_only_when_no_sentence_shares_a_goal_word() -> None:
+    assert ranked_sentences("Gallbladder diagram\nThe liver makes bile.", "gallbladder", 3) == [
+        "Gallbladder diagram"
+    ]
 
 
 def test_format_has_url_goal_and_three_parts_in_order() -> None:

@@ -16,7 +16,7 @@ from fathom.models.bundled import prepare_bundled
 from fathom.models.transformers_backend import TransformersBackend
 from fathom.tools.base import TOOL_SPECS, ToolRunner
 from fathom.tools.extract.verify import normalise
-from fathom.tools.toolbox import Toolbox, build_toolbox, clamp_top_k
+from fathom.tools.toolbox import ArgumentError, Toolbox, build_toolbox, parse_top_k
 
 from tests.shared_data import CORPUS
 
@@ -106,11 +106,42 @@ async def test_search_urls_with_no_hits(toolbox: Toolbox) -> None:
     assert r.ok and r.meta["hits"] == 0 and "No results found" in r.text
 
 
+@pytest.mark.parametrize("value, expected", [(None, 10), (3, 3), ("5", 5), (7.0, 7), (20, 20), ("  12 ", 12)])
+def test_top_k_within_the_limit(value: object, expected: int) -> None:
+    assert parse_top_k(value) == expected
+
+
 @pytest.mark.parametrize(
-    "value, expected", [(None, 10), (3, 3), ("5", 5), (7.9, 7), (0, 1), (-4, 1), (50, 20), ("  12 ", 12)]
+    "value, fragment",
+    [
+        (0, "must be between 1 and 20, got 0"),
+        (-4, "must be between 1 and 20, got -4"),
+        (21, "must be between 1 and 20, got 21"),
+        (50, "must be between 1 and 20, got 50"),
+        ("30", "must be between 1 and 20, got 30"),
+        (7.9, "must be an integer"),
+        ("many", "must be an integer"),
+        (True, "must be an integer"),
+        (float("nan"), "must be an integer"),
+    ],
 )
-def test_top_k_is_clamped(value: object, expected: int) -> None:
-    assert clamp_top_k(value) == expected
+def test_top_k_out_of_range_is_refused_not_clamped(value: object, fragment: str) -> None:
+    with pytest.raises(ArgumentError, match=fragment):
+        parse_top_k(value)
+
+
+def test_the_toolbox_and_the_agent_validator_share_one_top_k_limit() -> None:
+    from fathom.agent import protocol
+
+    for k in range(-2, 60):
+        body = {"name": "search_urls", "arguments": {"query": "x", "top_k": k}}
+        call = protocol.parse_call(json.dumps(body))
+        try:
+            parse_top_k(k)
+            toolbox_ok = True
+        except ArgumentError:
+            toolbox_ok = False
+        assert (call.error is None) == toolbox_ok, k
 
 
 @pytest.mark.parametrize(
@@ -121,6 +152,7 @@ def test_top_k_is_clamped(value: object, expected: int) -> None:
         ("search_urls", {"query": 42}, "argument 'query' must be a string"),
         ("search_urls", {"query": "x", "top_k": "many"}, "argument 'top_k' must be an integer"),
         ("search_urls", {"query": "x", "top_k": True}, "argument 'top_k' must be an integer"),
+        ("search_urls", {"query": "x", "top_k": 21}, "argument 'top_k' must be between 1 and 20, got 21"),
         ("search_urls", {"query": "x" * 1001}, "too long"),
         ("query_url", {"url": "http://example.org/"}, "missing required argument 'goal'"),
         ("query_url", {"goal": "g"}, "missing required argument 'url'"),

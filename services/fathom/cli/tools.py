@@ -19,15 +19,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
+from fathom.cli.output import CliConsole
 from fathom.core.config import Settings, get_settings
 from fathom.core.errors import FathomError
 from fathom.tools.base import ToolResult
 
-console = Console(soft_wrap=True)
-err_console = Console(stderr=True, soft_wrap=True)
+console = CliConsole(soft_wrap=True)
+err_console = CliConsole(stderr=True, soft_wrap=True)
 
 
 def _settings_with(search_backend: str | None) -> Settings:
@@ -87,11 +87,11 @@ def search(
 
     async def run(base_url: str | None) -> ToolResult:
         from fathom.tools.search.factory import build_search_backend
-        from fathom.tools.toolbox import clamp_top_k, run_search
+        from fathom.tools.toolbox import run_search
 
         engine = build_search_backend(settings, base_url=base_url)
         try:
-            return await run_search(engine, query, clamp_top_k(top_k), timeout_s=settings.search.timeout_s)
+            return await run_search(engine, query, top_k, timeout_s=settings.search.timeout_s)
         finally:
             await engine.aclose()
 

@@ -35,7 +35,8 @@ class ModelRole(BaseModel):
     model: str = BUNDLED_MODEL
     base_url: str | None = None  # OpenAI-compatible endpoint, e.g. http://vllm:8000/v1
     api_key: SecretStr | None = None  # usually from FATHOM_<ROLE>__API_KEY or OPENAI_API_KEY
-    # "completions" sends raw prompt text (Fathom models speak ChatML text); "chat" sends messages.
+    # "completions" sends raw prompt text (Fathom models speak ChatML text); "chat" sends messages
+    # (refused for the policy, whose prompt is ChatML already: see models/factory.py).
     api: Literal["completions", "chat"] = "completions"
     context_tokens: int = 40_960
     max_new_tokens: int = 1024
@@ -56,7 +57,7 @@ class PolicyRole(ModelRole):
 
 
 class SynthesizerRole(ModelRole):
-    context_tokens: int = 131_072  # YaRN factor 2 over 40,960
+    context_tokens: int = 131_072  # YaRN factor 4 over Qwen3-4B's native 32,768 positions
     max_new_tokens: int = 10_000
     temperature: float = 0.4
     repetition_penalty: float = 1.0
@@ -66,6 +67,25 @@ class ExtractorRole(ModelRole):
     max_new_tokens: int = 1024  # GPT-4.1-mini at temperature 0 in the original
     temperature: float = 0.0
     repetition_penalty: float = 1.0
+
+
+def is_weak_model(role: ModelRole) -> bool:
+    """The bundled 135M model: it cannot follow the tool or extractor protocols unaided."""
+    return role.backend == "transformers" and role.model == BUNDLED_MODEL
+
+
+# The original's 1,024-token extractor budget is GPT-4.1-mini's; the bundled 135M model on a CPU
+# spends minutes on it and writes its parts in far fewer tokens or not at all.
+WEAK_EXTRACTOR_TOKENS = 192
+
+
+def extractor_budget(role: ModelRole) -> int:
+    """New tokens the extractor may write per answer: the configured budget, except for the bundled
+    model when no budget was set for it. The one rule: the extractor applies it to its own role, so
+    every entry point that builds one (research runtime, ``fathom fetch``, benches) gets the same."""
+    if is_weak_model(role) and "max_new_tokens" not in role.model_fields_set:
+        return WEAK_EXTRACTOR_TOKENS
+    return role.max_new_tokens
 
 
 class JudgeRole(ModelRole):
@@ -121,10 +141,24 @@ class FetchSettings(BaseModel):
 
 
 class ExtractSettings(BaseModel):
-    page_chars: int = 15_000  # the original sends the first 15k chars of page text
-    prompt_version: str = "v1"
-    attempts: int = 3
-    fallback_tokens: int = 6_000
+    page_chars: int = Field(default=15_000, ge=1)  # the extractor reads the first 15k chars (original)
+    prompt_version: str = "v2"
+    attempts: int = Field(default=3, ge=1)
+    # Temperature of attempts 2 and later; None: the role's own (0 for the extractor, as in the
+    # original). A local model at 0 repeats its first answer word for word, so there a retry helps
+    # only with some sampling (e.g. 0.3): a deviation to choose, not a default.
+    retry_temperature: float | None = Field(default=None, ge=0.0)
+    # Fallbacks when no attempt gives the three parts, as in the original: a model compression of
+    # the whole page to about 30%, then the start of the whole page cut to this many tokens.
+    fallback_tokens: int = Field(default=6_000, ge=1)
+    # "free_text": the original's three-part answer, quotes written by the model and then checked
+    # against the page. "sentence_choice": quotes are the page's own sentences, ranked by word
+    # overlap with the goal and by the model's likelihood scores (verbatim by construction), and
+    # Rationale / Summary are built from them, so nothing of the prompt can be echoed; for models
+    # too weak to quote. "auto": sentence_choice for the bundled model, free_text for any other.
+    quote_protocol: Literal["auto", "free_text", "sentence_choice"] = "auto"
+    choice_shortlist: int = Field(default=8, ge=1, le=32)  # sentences the model scores (best overlap)
+    choice_quotes: int = Field(default=3, ge=1)  # quotes kept of those
     cache: bool = True
 
 
@@ -134,10 +168,17 @@ class AgentSettings(BaseModel):
     max_new_tokens_per_turn: int = 8_192
     tool_concurrency: int = 8
     max_tool_calls: int | None = None
+    # Off, as in the original: a limit (turns, context budget, tool calls) ends the trajectory and
+    # the answer is the last \boxed{} written, if any. On: the loop adds a user turn asking for the
+    # answer and generates one more turn, keeping FINAL_ANSWER_TOKENS of the budget free for it.
+    force_final_answer: bool = False
     # Guided mode keeps weak models (the bundled SmolLM2) on protocol with prefill and
     # constrained decoding; a trained policy runs free.
     guided: bool = False
-    guided_max_turns: int = 4
+    # guided: the turn budget. The policy searches and reads until an answer is supported by a
+    # verified quote; its last turn answers with the best grounded candidate (or says none is).
+    guided_max_turns: int = 10
+    guided_reads_per_search: int = 2  # guided: results read after each search before a follow-up
     min_searches: int = 1  # guided: searches required before an answer is allowed
     min_reads: int = 1  # guided: page reads required before an answer is allowed
 
@@ -173,6 +214,11 @@ class Settings(BaseSettings):
         if isinstance(value, ModelRole):
             return value.model_dump(exclude_unset=True)
         return value
+
+    @property
+    def extractor_budget(self) -> int:
+        """The extractor's effective answer budget (see ``extractor_budget``)."""
+        return extractor_budget(self.extractor)
 
     @property
     def sqlite_path(self) -> Path:

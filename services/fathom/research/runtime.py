@@ -15,25 +15,18 @@ from typing import Any
 
 from fathom.agent.guided import GuidedPolicy
 from fathom.agent.loop import AgentLoop
-from fathom.core.config import BUNDLED_MODEL, ModelRole, Settings
+from fathom.core.config import Settings, is_weak_model
 from fathom.core.logging import get_logger
 from fathom.models.base import ModelBackend, SamplingParams
 from fathom.models.factory import build_backend
 from fathom.research.service import ResearchService
 from fathom.store.db import Database
 from fathom.store.repository import JobStore
+from fathom.synthesis.pages import SnapshotPageTexts
 from fathom.synthesis.synthesizer import Synthesizer
 from fathom.tools.toolbox import Toolbox, build_toolbox
 
 log = get_logger(__name__)
-
-WEAK_EXTRACTOR_TOKENS = 192
-
-
-def is_weak_model(role: ModelRole) -> bool:
-    """The bundled 135M model cannot follow the tool protocol unaided; guide it by default."""
-    return role.backend == "transformers" and role.model == BUNDLED_MODEL
-
 
 def policy_sampling(settings: Settings) -> SamplingParams:
     role = settings.policy
@@ -69,8 +62,8 @@ class LocalRuntime:
     """Async context manager that starts what the configured mode needs and tears it down."""
 
     def __init__(self, settings: Settings, reports_dir: Path | None = None) -> None:
-        # A private copy: the runtime fills in derived values (index dir, context budget, weak-model
-        # budgets) that must not leak into the shared settings of the process.
+        # A private copy: the runtime fills in derived values (index dir, context budget) that must
+        # not leak into the shared settings of the process.
         self.settings = settings.model_copy(deep=True)
         self.reports_dir = reports_dir or (settings.data_dir / "reports")
         self._stack = AsyncExitStack()
@@ -89,11 +82,6 @@ class LocalRuntime:
             base_url = web.base_url
             log.info("local_web_started", base_url=base_url, corpus=str(index_dir))
 
-        if is_weak_model(s.extractor) and "max_new_tokens" not in s.extractor.model_fields_set:
-            # The original's 1,024-token extractor budget is for GPT-4.1-mini; the bundled 135M
-            # model on a CPU writes its three sections in far fewer tokens or not at all.
-            s.extractor.max_new_tokens = WEAK_EXTRACTOR_TOKENS
-
         db = Database(s.resolved_database_url)
         db.migrate()
         self._stack.callback(db.dispose)
@@ -111,7 +99,11 @@ class LocalRuntime:
 
         guided = GuidedPolicy.from_settings(s.agent) if _guided(s) else None
         agent = AgentLoop(policy, toolbox, s.agent, policy_sampling(s), guided=guided)
-        synthesizer = Synthesizer(synth_backend, s.synthesizer, guided=is_weak_model(s.synthesizer))
+        # The guided writer checks each sentence against the page text kept in the snapshots.
+        page_texts = SnapshotPageTexts(s.snapshot_dir, s.fetch)
+        self._stack.callback(page_texts.close)
+        synthesizer = Synthesizer(synth_backend, s.synthesizer, guided=is_weak_model(s.synthesizer),
+                                  page_texts=page_texts)
         service = ResearchService(
             store=store, agent=agent, synthesizer=synthesizer, reports_dir=self.reports_dir,
             settings_snapshot=settings_snapshot(s),

@@ -17,7 +17,16 @@ from fathom.core.config import Settings
 from fathom.core.errors import FathomError, ModelError, SSRFError, ToolError
 from fathom.core.logging import get_logger
 from fathom.models.base import ModelBackend
-from fathom.tools.base import QUERY_URL, SEARCH_URLS, TOOL_SPECS, ToolResult, ToolSpec
+from fathom.tools.base import (
+    QUERY_URL,
+    SEARCH_URLS,
+    TOOL_SPECS,
+    TOP_K_DEFAULT,
+    TOP_K_MAX,
+    TOP_K_MIN,
+    ToolResult,
+    ToolSpec,
+)
 from fathom.tools.extract import EvidenceExtractor, ExtractionCache, format_query_url_result
 from fathom.tools.fetch.base import PageSnapshot
 from fathom.tools.search.base import SearchBackend, format_results
@@ -27,7 +36,6 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
-MIN_TOP_K, MAX_TOP_K = 1, 20
 MAX_QUERY_CHARS = 1_000
 MAX_GOAL_CHARS = 2_000
 MAX_URL_CHARS = 4_096
@@ -68,24 +76,38 @@ def _text_arg(tool: str, arguments: dict[str, Any], name: str, limit: int) -> st
     return value
 
 
-def clamp_top_k(value: Any) -> int:
-    """``top_k`` as the model wrote it (int, float, numeric string) clamped to 1..20."""
+def top_k_problem(top_k: int) -> str | None:
+    """Why ``top_k`` is refused, or None. Out of range is an error the model reads, never a
+    silent clamp: it then knows how many results it really got."""
+    if TOP_K_MIN <= top_k <= TOP_K_MAX:
+        return None
+    return f"argument 'top_k' must be between {TOP_K_MIN} and {TOP_K_MAX}, got {top_k}"
+
+
+def parse_top_k(value: Any) -> int:
+    """``top_k`` as written (an integer, or a whole number as float or string), within the tool
+    schema's limit; anything else raises ``ArgumentError``."""
     if value is None:
-        return 10
+        return TOP_K_DEFAULT
     if isinstance(value, bool):
         raise ArgumentError("search_urls", "argument 'top_k' must be an integer")
     try:
         number = float(value.strip()) if isinstance(value, str) else float(value)
     except (TypeError, ValueError):
         raise ArgumentError("search_urls", f"argument 'top_k' must be an integer, got {value!r}") from None
-    if not math.isfinite(number):
+    if not math.isfinite(number) or number != int(number):
         raise ArgumentError("search_urls", f"argument 'top_k' must be an integer, got {value!r}")
-    return max(MIN_TOP_K, min(MAX_TOP_K, int(number)))
+    problem = top_k_problem(int(number))
+    if problem:
+        raise ArgumentError("search_urls", problem)
+    return int(number)
 
 
 async def run_search(search: SearchBackend, query: str, top_k: int, *, timeout_s: float) -> ToolResult:
     """``search_urls``: the backend's hits as the original's numbered markdown, or a tool error."""
-    top_k = max(MIN_TOP_K, min(MAX_TOP_K, top_k))
+    problem = top_k_problem(top_k)
+    if problem:
+        return _error("search_urls", problem, "ArgumentError")
     try:
         async with asyncio.timeout(timeout_s + _FETCH_SLACK_S):
             hits = await search.search(query, top_k)
@@ -169,7 +191,7 @@ class Toolbox:
         try:
             if name == SEARCH_URLS.name:
                 query = _text_arg(name, arguments, "query", MAX_QUERY_CHARS)
-                return await self.search_urls(query, clamp_top_k(arguments.get("top_k")))
+                return await self.search_urls(query, parse_top_k(arguments.get("top_k")))
             if name == QUERY_URL.name:
                 url = _text_arg(name, arguments, "url", MAX_URL_CHARS)
                 goal = _text_arg(name, arguments, "goal", MAX_GOAL_CHARS)
@@ -185,7 +207,7 @@ class Toolbox:
         known = ", ".join(s.name for s in self.specs)
         return _error(name, f"unknown tool '{name}'; the tools are: {known}", "UnknownTool")
 
-    async def search_urls(self, query: str, top_k: int = 10) -> ToolResult:
+    async def search_urls(self, query: str, top_k: int = TOP_K_DEFAULT) -> ToolResult:
         return await run_search(self.search, query, top_k, timeout_s=self.settings.search.timeout_s)
 
     async def query_url(self, url: str, goal: str, *, render: bool | None = None) -> ToolResult:
@@ -195,9 +217,8 @@ class Toolbox:
         page_text = result.text.text
         sha = result.snapshot.sha256 if result.snapshot is not None else None
         try:
-            evidence = await self.extractor.extract(
-                url, goal, page_text[: self.settings.extract.page_chars], page_sha256=sha
-            )
+            # The whole text: the extractor reads its first page_chars, its fallbacks all of it.
+            evidence = await self.extractor.extract(url, goal, page_text, page_sha256=sha)
         except ModelError as exc:  # the extractor falls back on its own; this is a last guard
             return _error("query_url", f"the extractor model failed: {exc}", "ModelError", url=url)
         meta: dict[str, Any] = {
@@ -213,6 +234,7 @@ class Toolbox:
             "dropped_quotes": evidence.dropped_quotes,
             "evidence_source": evidence.evidence_source,
             "extractor_model": evidence.model,
+            "extractor_max_new_tokens": self.extractor.max_new_tokens,
             "cached": evidence.cached,
         }
         return ToolResult(text=format_query_url_result(url, goal, evidence), meta=meta)

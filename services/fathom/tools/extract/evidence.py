@@ -8,9 +8,10 @@ from typing import Any, Literal
 # "extract": the model answered in three parts; "compress": the model's compression of the page
 # (about 30%); "truncate": the start of the page text. The last two are the original's fallbacks.
 ExtractMethod = Literal["extract", "compress", "truncate"]
-# Where the Evidence quotes came from: the model's own (verified) quotes, page sentences chosen by
-# word overlap with the goal (when none of the model's quotes could be found on the page), or none.
-EvidenceSource = Literal["model", "lexical", "none"]
+# Where the Evidence quotes came from: the model's own (verified) quotes; page sentences the model
+# picked by constrained choice (protocol ``sentence_choice``); page sentences chosen by word overlap
+# with the goal alone (when none of the model's quotes could be found on the page); or none.
+EvidenceSource = Literal["model", "choice", "lexical", "none"]
 
 
 @dataclass(frozen=True)

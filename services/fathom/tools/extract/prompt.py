@@ -21,6 +21,16 @@ COMPRESS_SYSTEM = (
 )
 
 
+QUESTION_REQUEST = "Write a question that this passage answers."
+
+
+def question_messages(sentence: str) -> list[ChatMessage]:
+    """For the ``sentence_choice`` protocol: the goal's likelihood as the model's answer to this
+    request ranks the sentence; the model generates nothing."""
+    request = f"Passage: {sentence}\n\n{QUESTION_REQUEST}"
+    return [ChatMessage(role="user", content=request)]
+
+
 def _page_block(url: str, goal: str, page_text: str) -> str:
     return f"Goal: {goal}\n\nPage: {url}\n\nPage text:\n<<<\n{page_text}\n>>>"
 

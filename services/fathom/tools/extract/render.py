@@ -6,6 +6,7 @@ from fathom.tools.extract.evidence import Evidence
 
 _EVIDENCE_HEADER = {
     "model": "Evidence:",
+    "choice": "Evidence:",
     "lexical": "Evidence (page sentences closest to the goal, chosen by word overlap, not by the extractor):",
     "none": "Evidence:",
 }

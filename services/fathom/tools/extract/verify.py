@@ -7,6 +7,7 @@ dashes, soft hyphens); what is kept is the page's own span, so every kept quote 
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from dataclasses import dataclass
@@ -116,10 +117,36 @@ _STOPWORDS = frozenset(_STOPWORD_TEXT.split())
 _WORD = re.compile(r"\w+", re.UNICODE)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"“(\[]?[A-Z0-9])")
 MAX_SENTENCE_CHARS = 500
+MIN_SENTENCE_WORDS = 4
+
+
+def _stem(word: str) -> str:
+    # Plurals only: "hops" must meet "hop", "countries" "country"; anything bolder merges words.
+    if len(word) > 4 and word.endswith("ies"):
+        return word[:-3] + "y"
+    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        return word[:-1]
+    return word
 
 
 def _terms(text: str) -> list[str]:
-    return [w for w in _WORD.findall(text.lower()) if w not in _STOPWORDS and (len(w) > 1 or w.isdigit())]
+    words = _WORD.findall(text.lower())
+    return [_stem(w) for w in words if w not in _STOPWORDS and (len(w) > 1 or w.isdigit())]
+
+
+def _goal_terms(goal: str) -> set[str]:
+    """The goal's terms, and each pair of neighbouring words written as one ("gall bladder" also
+    finds "gallbladder")."""
+    words = [w for w in _WORD.findall(goal.lower()) if w not in _STOPWORDS]
+    joined = {_stem(a + b) for a, b in itertools.pairwise(words) if a.isalpha() and b.isalpha()}
+    return set(_terms(goal)) | joined
+
+
+def _sentence_like(sentence: str) -> bool:
+    """Not a heading, caption or menu item: some words, and a sentence's end or a sentence's length."""
+    words = len(sentence.split())
+    ends = sentence.rstrip("\"')»”]").endswith((".", "!", "?", ":"))
+    return words >= MIN_SENTENCE_WORDS and (ends or words >= 8)
 
 
 def page_sentences(page_text: str) -> list[str]:
@@ -131,15 +158,15 @@ def page_sentences(page_text: str) -> list[str]:
     return sentences
 
 
-def relevant_sentences(page_text: str, goal: str, k: int = 3) -> list[str]:
-    """Up to ``k`` page sentences sharing the most (idf-weighted) words with the goal, in page order.
+def ranked_sentences(page_text: str, goal: str, k: int) -> list[str]:
+    """Up to ``k`` page sentences sharing the most (idf-weighted) words with the goal, best first.
 
-    Every returned string is a contiguous span of ``page_text``; overlong sentences are cut at a word
-    boundary, which keeps them contiguous.
+    Every returned string is a contiguous span of ``page_text``: overlong sentences are cut at a
+    word boundary, which keeps them contiguous.
     """
-    goal_terms = set(_terms(goal))
+    goal_terms = _goal_terms(goal)
     sentences = page_sentences(page_text)
-    if not goal_terms or not sentences:
+    if not goal_terms or not sentences or k < 1:
         return []
     term_sets = [set(_terms(s)) for s in sentences]
     n = len(sentences)
@@ -149,12 +176,27 @@ def relevant_sentences(page_text: str, goal: str, k: int = 3) -> list[str]:
         score = sum(math.log(1.0 + n / df[t]) for t in goal_terms & ts)
         if score > 0:
             scored.append((score, i))
-    best = sorted(sorted(scored, key=lambda x: (-x[0], x[1]))[:k], key=lambda x: x[1])
+    # Fragments (headings, captions, menu items) only when no whole sentence shares a goal word.
+    whole = [x for x in scored if _sentence_like(sentences[x[1]])]
+    scored = sorted(whole or scored, key=lambda x: (-x[0], x[1]))
     out: list[str] = []
-    for _, i in best:
+    for _, i in scored[:k]:
         s = sentences[i]
         if len(s) > MAX_SENTENCE_CHARS:
             cut = s.rfind(" ", 0, MAX_SENTENCE_CHARS)
             s = s[: cut if cut > 0 else MAX_SENTENCE_CHARS]
         out.append(s)
     return out
+
+
+def relevant_sentences(page_text: str, goal: str, k: int = 3) -> list[str]:
+    """The ``k`` best of ``ranked_sentences``, in page order."""
+    best = ranked_sentences(page_text, goal, k)
+    return sorted(best, key=page_text.find)
+
+
+def goal_terms_in(text: str, goal: str) -> list[str]:
+    """The goal's content words (as the goal writes them) that ``text`` contains, in order."""
+    present = set(_terms(text))
+    words = [w for w in _WORD.findall(goal) if w.lower() not in _STOPWORDS]
+    return [w for w in dict.fromkeys(words) if _stem(w.lower()) in present]
