@@ -3,7 +3,8 @@
 ``ScriptedBackend`` is a ModelBackend that replays given turn texts while honouring what a real
 backend must honour: stop strings, ``max_new_tokens`` (by its own tokenizer), ``choices`` and
 token counting. ``InMemoryTools`` is a ToolRunner over a tiny in-memory web: real ranking, the
-real result format (``format_results``), real page reads, optional latency and crashes.
+real result formats (``format_results``, ``format_query_url_result`` with quotes that are verbatim
+spans of the page), real page reads, optional latency and crashes.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from typing import Any
 from fathom.core.errors import ModelError
 from fathom.models.base import ChatMessage, Completion, SamplingParams, Usage
 from fathom.tools.base import TOOL_SPECS, ToolResult, ToolSpec
+from fathom.tools.extract import format_query_url_result
+from fathom.tools.extract.evidence import Evidence
 from fathom.tools.search.base import SearchHit, format_results
 
 Script = Sequence[str] | Callable[[int, str], str]
@@ -150,12 +153,14 @@ class InMemoryTools:
         if page is None:
             return ToolResult(f"Could not read {url}: no such page.", ok=False)
         terms = _words(goal)
-        evidence = [s.strip() for s in page.split(". ") if terms & _words(s)]
-        return ToolResult(
-            f"URL: {url}\nGoal: {goal}\nRationale: the page covers the goal.\n"
-            "Evidence:\n" + "\n".join(evidence or [page[:200]]) + "\nSummary: " + page[:120],
-            meta={"snapshot_sha256": "0" * 64},
+        # Every sentence sharing a word with the goal, as the page has it: verbatim quotes.
+        quotes = [s.strip() for s in page.split(". ") if terms & _words(s)]
+        evidence = Evidence(
+            rationale="The page bears on the goal." if quotes else "Nothing on the page bears on the goal.",
+            evidence=quotes, summary=page[:120], dropped_quotes=0, method="extract", attempts=1,
+            evidence_source="model" if quotes else "none",
         )
+        return ToolResult(format_query_url_result(url, goal, evidence), meta={"snapshot_sha256": "0" * 64})
 
     async def aclose(self) -> None:
         return None

@@ -1,20 +1,30 @@
-"""Guided turns: keep a weak model on the tool protocol with prefill and constrained decoding.
+"""Guided turns: keep a weak model on the tool protocol, and on a research plan, by prefill and
+constrained choices.
 
-A tiny model (the bundled SmolLM2-135M) cannot write ``<tool_call>`` JSON unaided. The guided
-policy writes the fixed parts of a turn itself and lets the model fill in only the free parts,
-through the same ``ModelBackend``:
+A tiny model (the bundled SmolLM2-135M) cannot write ``<tool_call>`` JSON, think of a follow-up
+query, or tell when it has found the answer. The guided policy writes the fixed parts of each turn
+and follows a plan read from the trajectory (``fathom.agent.support``); the model writes its
+thought and makes the choices, through the same ``ModelBackend``:
 
   (a) a short free thought, stopped at ``</think>``;
-  (b) the action, chosen by constrained decoding among the actions allowed right now
-      (a search and a page read are required before answering; a turn cap forces the answer);
-  (c) search: the first query is the question itself; later ones come from a short side prompt
-      that lists the queries already tried (a copied URL or template text falls back);
-  (d) read: the URL chosen among URLs seen in earlier tool responses, then the goal;
-  (e) answer: from a short side prompt holding the evidence of the latest page reads (grounded),
-      or inside a prefilled ``\\boxed{`` when nothing was read.
+  (b) the action, by the rules of ``GuidedPolicy.plan``; where they leave two reasonable moves
+      (read on or follow up), the model chooses by constrained decoding;
+  (c) search: the first query is the question itself; a follow-up query is built from what was
+      read: an entity named in the verified quotes (the model picks it among the best few), then
+      the words of the question that the quote naming it does not cover;
+  (d) read: the model picks the page among the best unread results of the latest search; the goal
+      is the question, plus the follow-up query that found the page;
+  (e) answer: a span of a verified quote (a name, date or number); the model picks among the
+      names of the best supporting quote. So an answer is grounded by construction, and never an
+      echo of the prompt ("Page 1: ..."), the question, a URL or a placeholder.
 
-The result is the turn text a well-formed model would have written, so the loop parses it on
-the same path as a free turn.
+The plan: search; read ``reads_per_search`` results of each search; answer as soon as a candidate
+is supported (``support.Candidate.supported``); otherwise search again with a follow-up query.
+The turn budget (``max_turns``), or a context nearly full, forces the answer: the best grounded
+candidate, or a plain statement without ``\\boxed{}`` when nothing read names one.
+
+The result is the turn text a well-formed model would have written, so the loop parses it on the
+same path as a free turn.
 """
 
 from __future__ import annotations
@@ -26,6 +36,18 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 from fathom.agent import protocol
+from fathom.agent.support import (
+    PROTOCOL_TAG,
+    answer_candidates,
+    bridge_entities,
+    follow_up_query,
+    norm,
+    pages_read,
+    reads_since_last_search,
+    search_rounds,
+    urls_read,
+    urls_seen,
+)
 from fathom.agent.trajectory import Trajectory
 from fathom.core.config import AgentSettings
 from fathom.models.base import Completion, ModelBackend, SamplingParams, Usage
@@ -37,25 +59,226 @@ SEARCH_PREFILL = protocol.CALL_OPEN + '\n{"name": "search_urls", "arguments": {"
 READ_PREFILL = protocol.CALL_OPEN + '\n{"name": "query_url", "arguments": {"url": "'
 GOAL_PREFILL = '", "goal": "'
 ACTION_PROMPT = "\nNext action:"  # side prompt for the action choice; not part of the turn text
+NO_ANSWER = "None of the pages read supports an answer to the question."
 
 _THINK_STOPS = (protocol.THINK_CLOSE, protocol.CALL_OPEN, protocol.BOXED_OPEN, *protocol.STOP_STRINGS)
-_VALUE_STOPS = ('"', "\n", *protocol.STOP_STRINGS)
-_ANSWER_STOPS = ("}", "\n", *protocol.STOP_STRINGS)
-_TAG = re.compile(r"</?(?:think|tool_call|tool_response|tools)>|<\|im_(?:start|end)\|>|\\boxed")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_MD_LINK_URL = re.compile(r"\]\((https?://[^\s)]+)\)")
-_BARE_URL = re.compile(r"https?://[^\s<>\"')\]]+")
+
+
+def clean_think(text: str) -> str:
+    """A thought with every protocol tag removed, so it cannot be misread as structure."""
+    return " ".join(PROTOCOL_TAG.sub(" ", text).split())
+
+
+def side_prompt(system: str, user: str) -> str:
+    """A fresh, short ChatML exchange for one sub-task of a guided turn."""
+    return (f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n"
+            "<|im_start|>assistant\n")
+
+
+def clean_value(text: str, max_chars: int = 200) -> str:
+    """A query or goal: one line, no control characters, no protocol tags."""
+    text = _CONTROL.sub(" ", PROTOCOL_TAG.sub(" ", text)).replace("{", " ").replace("}", " ")
+    return " ".join(text.split())[:max_chars].strip()
+
+
+# --- the policy ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the policy may do next, and why (kept in the step's meta)."""
+
+    actions: tuple[Action, ...]
+    reason: str
+
+
+@dataclass(frozen=True)
+class GuidedPolicy:
+    min_searches: int = 1
+    min_reads: int = 1
+    max_turns: int = 10  # the turn budget: the last turn answers
+    reads_per_search: int = 2  # results read after each search before a follow-up is considered
+    max_searches: int = 4
+    support_threshold: float = 0.75
+    # The loop's context budget, when known: with less than answer_room_tokens left (about one
+    # more search round) the policy answers at once, rather than be cut off without an answer.
+    context_tokens: int | None = None
+    answer_room_tokens: int = 1_200
+    think_tokens: int = 24
+    offered: int = 3  # pages, entities or answers the model chooses among
+
+    @classmethod
+    def from_settings(cls, settings: AgentSettings) -> GuidedPolicy:
+        return cls(min_searches=settings.min_searches, min_reads=settings.min_reads,
+                   max_turns=settings.guided_max_turns, reads_per_search=settings.guided_reads_per_search,
+                   context_tokens=settings.max_context_tokens)
+
+    # -- the rules (pure) ---------------------------------------------------------------------
+
+    @property
+    def top_k(self) -> int:
+        """Results asked of each search: those the policy may read."""
+        return self.reads_per_search + self.offered
+
+    def read_pool(self, traj: Trajectory) -> list[str]:
+        """Unread results of the latest search worth reading, best ranked first."""
+        rounds = search_rounds(traj)
+        if not rounds:
+            return []
+        done = urls_read(traj)
+        return [h.url for h in rounds[-1].hits[: self.top_k] if h.url not in done]
+
+    def follow_ups(self, traj: Trajectory) -> list[tuple[str, str]]:
+        """(entity, query) pairs for a follow-up search not made yet, best first."""
+        pages = pages_read(traj)
+        done = [r.query for r in search_rounds(traj)]
+        done_norm = {norm(q) for q in done}
+        out: list[tuple[str, str]] = []
+        for entity in bridge_entities(traj.question, pages, done)[: self.offered * 2]:
+            query = follow_up_query(entity, traj.question, pages)
+            if norm(query) not in done_norm and all(norm(query) != norm(q) for _, q in out):
+                out.append((entity, query))
+        return out
+
+    def plan(self, traj: Trajectory, final: bool = False, room: int | None = None) -> Plan:
+        """The actions allowed now. Answering waits for a supported candidate (or the budget)."""
+        if final:
+            return Plan(("answer",), "a final answer is required")
+        if len(traj.steps) >= self.max_turns - 1:
+            return Plan(("answer",), "the turn budget is spent")
+        if room is not None and room < self.answer_room_tokens:
+            return Plan(("answer",), "the context is nearly full")
+        searches = sum(1 for c in traj.tool_calls if c.name == "search_urls" and c.ok)
+        reads = sum(1 for c in traj.tool_calls if c.name == "query_url" and c.ok)
+        if searches < self.min_searches:
+            return Plan(("search_urls",), "no search yet")
+        pool = self.read_pool(traj)
+        if reads >= self.min_reads:
+            best = next(iter(answer_candidates(traj.question, pages_read(traj))), None)
+            if best is not None and best.supported(self.support_threshold):
+                return Plan(("answer",), f"supported by {best.url}")
+        can_search = searches < self.max_searches and bool(self.follow_ups(traj))
+        this_round = reads_since_last_search(traj)
+        if pool and (this_round < self.reads_per_search or not can_search):
+            return Plan(("query_url",), "reading the results of the latest search")
+        if can_search and pool:
+            return Plan(("search_urls", "query_url"), "nothing supported yet: follow up or read on")
+        if can_search:
+            return Plan(("search_urls",), "nothing supported yet: follow up")
+        return Plan(("answer",), "nothing left to read or search")
+
+    def actions(self, traj: Trajectory, final: bool = False) -> tuple[Action, ...]:
+        return self.plan(traj, final).actions
+
+    # -- one turn -----------------------------------------------------------------------------
+
+    async def turn(self, backend: ModelBackend, context: str, traj: Trajectory,
+                   sampling: SamplingParams, *, final: bool = False) -> GuidedTurn:
+        """Generate one assistant turn for ``context`` (which ends inside ``<think>``)."""
+        run = _TurnWriter(backend, context, sampling)
+
+        # (a) a short free thought
+        thought = await run.generate("think", self.think_tokens, _THINK_STOPS)
+        think = clean_think(thought) or "I will work through this step by step."
+        if think != thought.strip():
+            run.phases[-1].side = True  # cleaned up: its tokens are no longer the turn's text
+        run.prefill("think", f"\n{think}\n{protocol.THINK_CLOSE}\n\n", replaces=thought)
+
+        # (b) the action, among what is allowed now
+        room = None if self.context_tokens is None else self.context_tokens - backend.count_tokens(context)
+        plan = self.plan(traj, final, room=room)
+        run.note("plan", plan.reason)
+        action: Action = plan.actions[0]
+        if len(plan.actions) > 1:
+            picked = await run.choose("action", ACTION_PROMPT, tuple(f" {a}" for a in plan.actions))
+            action = next((a for a in plan.actions if picked.strip() == a), plan.actions[0])
+
+        if action == "search_urls":  # (c)
+            body = await self._search(run, traj)
+        elif action == "query_url":  # (d)
+            body = await self._read(run, traj)
+        else:  # (e)
+            body = await self._answer(run, traj)
+
+        text = f"\n{think}\n{protocol.THINK_CLOSE}\n\n{body}"
+        return GuidedTurn(completion=run.completion(text), action=action, phases=run.phases)
+
+    async def _search(self, run: _TurnWriter, traj: Trajectory) -> str:
+        follow_ups = self.follow_ups(traj)
+        if not search_rounds(traj) or not follow_ups:
+            # The first search is the question itself: BM25 and web engines take it well, and a
+            # weak model's rewrite of it is usually worse.
+            query = " ".join(traj.question.split())[:200]
+        else:
+            offered = follow_ups[: self.offered]
+            entity, query = offered[0]
+            if len(offered) > 1:
+                facts = "\n".join(f"- {q}" for p in pages_read(traj) for q in p.quotes[:2])[:1500]
+                prompt = side_prompt(
+                    "You help a researcher decide which name to look up next.",
+                    f"Question: {traj.question}\nWhat the pages said:\n{facts}\n"
+                    "Which name should be searched next to answer the question?")
+                picked = await run.choose_side("entity", prompt, tuple(f" {e}" for e, _ in offered))
+                entity, query = next(((e, q) for e, q in offered if f" {e}" == picked), offered[0])
+            run.note("entity", entity)
+        run.prefill("call", SEARCH_PREFILL)
+        # Only the results the policy may read are asked for: the rest would fill the (small)
+        # context of a weak model with text it never uses.
+        return protocol.format_tool_call("search_urls", {"query": clean_value(query), "top_k": self.top_k})
+
+    async def _read(self, run: _TurnWriter, traj: Trajectory) -> str:
+        unread = [u for u in urls_seen(traj) if u not in urls_read(traj)]
+        candidates = (self.read_pool(traj) or unread or urls_seen(traj))[: self.offered]
+        run.prefill("call", READ_PREFILL)
+        if len(candidates) > 1:
+            url = await run.choose("url", "", tuple(candidates), keep=True)
+        else:
+            url = candidates[0]
+            run.prefill("url", url)
+        goal = " ".join(traj.question.split())
+        rounds = search_rounds(traj)
+        if len(rounds) > 1:
+            # A follow-up search names the entity it looks up: put it in the goal, so that the
+            # extractor keeps the passages about that entity.
+            goal = f"{goal} (looking up: {rounds[-1].query})"
+        goal = clean_value(goal, 500)
+        run.prefill("goal", GOAL_PREFILL + goal)
+        return protocol.format_tool_call("query_url", {"url": url, "goal": goal})
+
+    async def _answer(self, run: _TurnWriter, traj: Trajectory) -> str:
+        candidates = answer_candidates(traj.question, pages_read(traj))
+        if not candidates:
+            # Nothing read names an answer: saying so is better than boxing a guess.
+            return NO_ANSWER
+        best = candidates[0]
+        # The model picks among the best candidates of the best quote: which name in the
+        # supporting sentence answers the question is a reading task, not a counting one.
+        tied = [c for c in candidates if c.quote == best.quote and c.coverage == best.coverage]
+        tied = tied[: self.offered]
+        answer = best.text
+        if len(tied) > 1:
+            prompt = side_prompt(
+                "You answer questions with a short name, date or number copied from the evidence.",
+                f"Evidence: {best.quote}\n\nQuestion: {traj.question}")
+            picked = await run.choose_side("answer", prompt + "Answer:", tuple(f" {c.text}" for c in tied))
+            answer = next((c.text for c in tied if f" {c.text}" == picked), best.text)
+        run.note("support", f"{best.coverage:.2f} {best.url}")
+        run.prefill("answer", protocol.BOXED_OPEN)
+        return f"{protocol.BOXED_OPEN}{answer}}}"
 
 
 @dataclass
 class Phase:
-    """One piece of a guided turn: text the policy wrote (prefill) or the model generated."""
+    """One piece of a guided turn: text the policy wrote (prefill), text the model generated in the
+    turn, or a choice the model made on a side prompt (``side``: not part of the turn text)."""
 
     name: str
     text: str
     generated: bool
     token_ids: list[int] | None = None
     logprobs: list[float] | None = None
+    side: bool = False
 
 
 @dataclass
@@ -66,177 +289,6 @@ class GuidedTurn:
 
     def phases_meta(self) -> list[dict[str, Any]]:
         return [asdict(p) for p in self.phases]
-
-
-# --- the decision rules (pure) ---------------------------------------------------------------
-
-
-def urls_seen(traj: Trajectory) -> list[str]:
-    """URLs offered by earlier search results, in order of first appearance."""
-    seen: dict[str, None] = {}
-    for call in traj.tool_calls:
-        if call.name == "search_urls" and call.ok and call.result:
-            found = _MD_LINK_URL.findall(call.result) or _BARE_URL.findall(call.result)
-            for url in found:
-                seen.setdefault(url.rstrip(".,;"), None)
-    return list(seen)
-
-
-def urls_read(traj: Trajectory) -> set[str]:
-    return {str(c.arguments.get("url")) for c in traj.tool_calls if c.name == "query_url" and not c.error}
-
-
-def allowed_actions(traj: Trajectory, *, min_searches: int, min_reads: int, max_turns: int,
-                    final: bool = False) -> tuple[Action, ...]:
-    """What the guided model may do next. Answering waits for the required searches and reads
-    (reads only while there is something left to read); the turn cap forces the answer."""
-    if final or len(traj.steps) >= max_turns - 1:
-        return ("answer",)
-    searches = sum(1 for c in traj.tool_calls if c.name == "search_urls" and c.ok)
-    reads = sum(1 for c in traj.tool_calls if c.name == "query_url" and c.ok)
-    unread = [u for u in urls_seen(traj) if u not in urls_read(traj)]
-    # The required minimums come first, in the order a careful researcher works: search, then read.
-    if searches < min_searches:
-        return ("search_urls",)
-    if reads < min_reads and unread:
-        return ("query_url",)
-    actions: list[Action] = ["search_urls"]
-    if unread:
-        actions.append("query_url")
-    if searches >= min_searches and (reads >= min_reads or not unread):
-        actions.append("answer")
-    return tuple(actions)
-
-
-def clean_think(text: str) -> str:
-    """A thought with every protocol tag removed, so it cannot be misread as structure."""
-    return " ".join(_TAG.sub(" ", text).split())
-
-
-_WORD = re.compile(r"[^\W\d_]{2,}")
-
-
-def usable_text(text: str, min_words: int = 2) -> bool:
-    """Whether a generated query, goal or answer is worth using: words, not a copied URL or markup.
-    Weak models often echo URLs or template text from their context instead of writing one."""
-    lowered = text.lower()
-    if "http" in lowered or "www." in lowered or "://" in lowered:
-        return False
-    return len(_WORD.findall(text)) >= min_words
-
-
-def last_evidence(traj: Trajectory, max_chars: int = 1500) -> str:
-    """The most recent successful page reads, newest first, for a grounded final answer."""
-    parts: list[str] = []
-    for call in reversed(traj.tool_calls):
-        if call.name == "query_url" and call.ok and call.result:
-            parts.append(call.result.strip())
-        if sum(len(p) for p in parts) >= max_chars:
-            break
-    return "\n\n".join(parts)[:max_chars]
-
-
-def side_prompt(system: str, user: str) -> str:
-    """A fresh, short ChatML exchange for one sub-task of a guided turn."""
-    return (f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n"
-            "<|im_start|>assistant\n")
-
-
-def clean_value(text: str, max_chars: int = 200) -> str:
-    """A generated query, goal or answer: one line, no control characters, no protocol tags."""
-    text = _CONTROL.sub(" ", _TAG.sub(" ", text)).replace("{", " ").replace("}", " ")
-    return " ".join(text.split())[:max_chars].strip()
-
-
-# --- the policy ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class GuidedPolicy:
-    min_searches: int = 1
-    min_reads: int = 1
-    max_turns: int = 6
-    think_tokens: int = 48
-    value_tokens: int = 24  # query, goal and answer lengths
-    max_url_choices: int = 8
-
-    @classmethod
-    def from_settings(cls, settings: AgentSettings) -> GuidedPolicy:
-        return cls(min_searches=settings.min_searches, min_reads=settings.min_reads,
-                   max_turns=settings.guided_max_turns)
-
-    def actions(self, traj: Trajectory, final: bool = False) -> tuple[Action, ...]:
-        return allowed_actions(traj, min_searches=self.min_searches, min_reads=self.min_reads,
-                               max_turns=self.max_turns, final=final)
-
-    async def turn(self, backend: ModelBackend, context: str, traj: Trajectory,
-                   sampling: SamplingParams, *, final: bool = False) -> GuidedTurn:
-        """Generate one assistant turn for ``context`` (which ends inside ``<think>``)."""
-        run = _TurnWriter(backend, context, sampling)
-        fallback = " ".join(traj.question.split())[:200] or "unknown"
-
-        # (a) a short free thought
-        thought = await run.generate("think", self.think_tokens, _THINK_STOPS)
-        think = clean_think(thought) or "I will work through this step by step."
-        run.prefill("think", f"\n{think}\n{protocol.THINK_CLOSE}\n\n", replaces=thought)
-
-        # (b) the action, among what is allowed now
-        allowed = self.actions(traj, final)
-        action: Action = allowed[0]
-        if len(allowed) > 1:
-            picked = await run.choose("action", ACTION_PROMPT, tuple(f" {a}" for a in allowed))
-            action = next((a for a in allowed if picked.strip() == a), allowed[0])
-
-        if action == "search_urls":  # (c)
-            done = [str(c.arguments.get("query", "")) for c in traj.tool_calls if c.name == "search_urls"]
-            if not done:
-                # The first search is the question itself: BM25 and web engines take it well, and a
-                # weak model's rewrite of it is usually worse.
-                query = fallback
-            else:
-                asked = "\n".join(f"- {q}" for q in done[-4:])
-                prompt = side_prompt(
-                    "You write short web search queries of a few keywords.",
-                    f"Question: {traj.question}\nQueries already tried:\n{asked}\n"
-                    "Write one new search query.",
-                )
-                query = clean_value(await run.generate_side("query", prompt, self.value_tokens, ("\n",)))
-                if not usable_text(query) or query in done:
-                    query = fallback if fallback not in done else f"{fallback} {len(done) + 1}"
-            run.prefill("call", SEARCH_PREFILL)
-            body = protocol.format_tool_call("search_urls", {"query": query})
-        elif action == "query_url":  # (d)
-            read = urls_read(traj)
-            seen = urls_seen(traj)
-            candidates = [u for u in seen if u not in read] or seen
-            candidates = candidates[: self.max_url_choices]
-            run.prefill("call", READ_PREFILL)
-            url = candidates[0]
-            if len(candidates) > 1:
-                picked = await run.choose("url", "", tuple(candidates))
-                url = picked if picked in candidates else candidates[0]
-            run.prefill("url", url + GOAL_PREFILL)
-            goal = clean_value(await run.generate("goal", self.value_tokens, _VALUE_STOPS))
-            if not usable_text(goal, min_words=3):
-                goal = fallback
-            body = protocol.format_tool_call("query_url", {"url": url, "goal": goal})
-        else:  # (e)
-            evidence = last_evidence(traj)
-            if evidence:
-                prompt = side_prompt(
-                    "You answer questions briefly, using only the evidence given.",
-                    f"Evidence:\n{evidence}\n\nQuestion: {traj.question}\nAnswer in a few words.",
-                )
-                answer = clean_value(await run.generate_side("answer", prompt, self.value_tokens, ("\n",)))
-            else:
-                run.prefill("answer", protocol.BOXED_OPEN)
-                answer = clean_value(await run.generate("answer", self.value_tokens, _ANSWER_STOPS))
-            if not usable_text(answer, min_words=1):
-                answer = "unknown"
-            body = f"{protocol.BOXED_OPEN}{answer}}}"
-
-        text = f"\n{think}\n{protocol.THINK_CLOSE}\n\n{body}"
-        return GuidedTurn(completion=run.completion(text), action=action, phases=run.phases)
 
 
 class _TurnWriter:
@@ -258,6 +310,10 @@ class _TurnWriter:
         self.written += text
         self.phases.append(Phase(name=name, text=text, generated=False))
 
+    def note(self, name: str, text: str) -> None:
+        """Record a decision of the policy that is not turn text (e.g. the entity followed)."""
+        self.phases.append(Phase(name=name, text=text, generated=False, side=True))
+
     async def generate(self, name: str, max_tokens: int, stop: Sequence[str]) -> str:
         params = replace(self.sampling, max_new_tokens=max(1, max_tokens), stop=tuple(stop), choices=None)
         out = await self._complete(self.context + self.written, params)
@@ -266,21 +322,27 @@ class _TurnWriter:
                                  logprobs=out.logprobs))
         return out.text
 
-    async def generate_side(self, name: str, prompt: str, max_tokens: int, stop: Sequence[str]) -> str:
-        """Generate from a separate short prompt; the text is used by the policy, not kept as is."""
-        params = replace(self.sampling, max_new_tokens=max(1, max_tokens), stop=tuple(stop), choices=None)
-        out = await self._complete(prompt, params)
-        self.phases.append(Phase(name=name, text=out.text, generated=True, token_ids=out.token_ids,
-                                 logprobs=out.logprobs))
-        return out.text
-
-    async def choose(self, name: str, side_prompt: str, choices: tuple[str, ...]) -> str:
-        """Constrained choice. A side prompt, if any, is shown to the model but not kept."""
+    async def choose(self, name: str, side_prompt: str, choices: tuple[str, ...], keep: bool = False) -> str:
+        """Constrained choice in the turn's context. A side prompt, if any, is shown to the model
+        but not kept. ``keep``: the choice becomes turn text (a URL in a call, say)."""
         params = replace(self.sampling, max_new_tokens=64, stop=(), choices=choices)
         out = await self._complete(self.context + self.written + side_prompt, params)
-        self.phases.append(Phase(name=name, text=out.text, generated=True, token_ids=out.token_ids,
-                                 logprobs=out.logprobs))
-        return out.text
+        text = out.text if out.text in choices else choices[0]
+        if keep:
+            self.written += text
+        self.phases.append(Phase(name=name, text=text, generated=True, token_ids=out.token_ids,
+                                 logprobs=out.logprobs, side=not keep))
+        return text
+
+    async def choose_side(self, name: str, prompt: str, choices: tuple[str, ...]) -> str:
+        """Constrained choice on a separate short prompt; the policy uses the choice, the turn text
+        does not contain it as generated."""
+        params = replace(self.sampling, max_new_tokens=64, stop=(), choices=choices)
+        out = await self._complete(prompt, params)
+        text = out.text if out.text in choices else choices[0]
+        self.phases.append(Phase(name=name, text=text, generated=True, token_ids=out.token_ids,
+                                 logprobs=out.logprobs, side=True))
+        return text
 
     async def _complete(self, prompt: str, params: SamplingParams) -> Completion:
         t0 = time.perf_counter()
@@ -291,10 +353,14 @@ class _TurnWriter:
         return out
 
     def completion(self, text: str) -> Completion:
-        # Ids exist only for generated pieces; prefilled text was never sampled. Step.meta keeps
-        # the per-phase alignment for anyone who needs it.
-        ids = [i for p in self.phases if p.generated and p.token_ids for i in p.token_ids]
-        lps = [x for p in self.phases if p.generated and p.logprobs for x in p.logprobs]
+        # Ids and log-probabilities only of what the model generated inside the turn text, in
+        # order; side choices and cleaned-up raw thoughts were sampled from other contexts, so
+        # they stay in the per-phase record (Step.meta) only. Prefilled text was never sampled.
+        own = [p for p in self.phases if p.generated and not p.side and p.token_ids]
+        ids = [i for p in own for i in p.token_ids or []]
+        lps: list[float] | None = [x for p in own for x in p.logprobs or []]
+        if lps is not None and len(lps) != len(ids):
+            lps = None  # a piece without log-probabilities: a partial list would misalign
         return Completion(
             text=text, finish_reason="stop",
             usage=Usage(prompt_tokens=self.prompt_tokens, completion_tokens=self.backend.count_tokens(text)),
