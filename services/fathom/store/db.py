@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -189,9 +190,26 @@ def _sqlite_on_connect(dbapi_conn: sqlite3.Connection, _record: object) -> None:
     dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA journal_mode=WAL")
+    _set_wal(cur)
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.close()
+
+
+def _set_wal(cur: sqlite3.Cursor) -> None:
+    """Switch a new database file to WAL. The switch needs the file to itself, and SQLite answers
+    "database is locked" at once (without its busy handler) while other processes are opening
+    the same new file, so it is retried here for up to the busy timeout."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+    delay = 0.005
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
 
 
 def _sqlite_on_begin(conn: Connection) -> None:
