@@ -21,13 +21,14 @@ from dataclasses import dataclass
 from typing import Literal
 
 from fathom.agent.trajectory import Trajectory
+from fathom.tools.extract.render import query_url_quotes
+from fathom.tools.search.base import parse_results
 
 AnswerKind = Literal["year", "number", "name", "any"]
 
 PROTOCOL_TAG = re.compile(r"</?(?:think|tool_call|tool_response|tools)>|<\|im_(?:start|end)\|>|\\boxed")
 _MD_LINK_URL = re.compile(r"\]\((https?://[^\s)]+)\)")
 _BARE_URL = re.compile(r"https?://[^\s<>\"')\]]+")
-_HIT_LINE = re.compile(r"^\s*\d+\.\s+\[(?P<title>.+)\]\((?P<url>https?://[^\s)]+)\)\s*$")
 
 
 # --- what the trajectory holds, as the policy reads it (pure) --------------------------------
@@ -55,7 +56,7 @@ class PageRead:
 
 def parse_hits(result: str) -> list[Hit]:
     """The results of a ``search_urls`` response, in rank order."""
-    hits = [Hit(m["title"].strip(), m["url"]) for m in map(_HIT_LINE.match, result.splitlines()) if m]
+    hits = [Hit(title, url) for title, url in parse_results(result)]
     if hits:
         return hits
     # Another result layout: keep the URLs at least.
@@ -63,23 +64,7 @@ def parse_hits(result: str) -> list[Hit]:
     return [Hit("", u.rstrip(".,;")) for u in dict.fromkeys(found)]
 
 
-def verified_quotes(result: str) -> list[str]:
-    """The quotes of a ``query_url`` response: the quoted lines of its Evidence part.
-
-    The tool keeps only spans found verbatim in the page, so these are the page's own words; a
-    placeholder line ("None found on the page.") is not quoted and so never becomes a quote."""
-    quotes: list[str] = []
-    in_evidence = False
-    for line in result.splitlines():
-        stripped = line.strip()
-        if re.match(r"^(?:\*\*)?Evidence\b.*:\s*$", stripped, re.IGNORECASE):
-            in_evidence = True
-            continue
-        if in_evidence and re.match(r"^(?:\*\*)?(?:Summary|Rationale)\b", stripped, re.IGNORECASE):
-            break
-        if in_evidence and len(stripped) > 2 and stripped[0] == '"' and stripped[-1] == '"':
-            quotes.append(stripped[1:-1].strip())
-    return [q for q in quotes if q]
+verified_quotes = query_url_quotes  # the tool keeps only spans found verbatim in the page
 
 
 def search_rounds(traj: Trajectory) -> list[SearchRound]:

@@ -22,16 +22,12 @@ from fathom.agent.trajectory import ToolCall, Trajectory
 from fathom.synthesis.citations import normalise_url, url_key
 from fathom.synthesis.grounding import printable_sentence, quote_sentences, split_at_page_lines
 from fathom.synthesis.protocol import citable_urls
+from fathom.tools.extract.render import query_url_quotes as evidence_quotes
+from fathom.tools.search.base import parse_results
 
 # The main text of the page a successful ``query_url`` call read, or None when it is not at hand.
 PageTexts = Callable[[ToolCall], str | None]
 
-# One hit of search_urls output: "3. [Title](https://...)": only its title is used, for headings.
-_HIT_RE = re.compile(r"^\s*\d+\.\s*\[(?P<title>[^\]\n]*)\]\((?P<url>https?://[^\s)]*(?:\([^\s)]*\)[^\s)]*)*)\)",
-                     re.M)
-# The Evidence part of a query_url response, up to its Summary part (tools/extract/render.py).
-_EVIDENCE_HEADER_RE = re.compile(r"^Evidence\b[^\n]*:[ \t]*$", re.M)
-_SUMMARY_HEADER_RE = re.compile(r"^Summary:", re.M)
 _SITE_SUFFIX_RE = re.compile(r"\s+[-|–—]\s+[^-|–—]{1,40}$")  # "Page title - Site name"
 
 
@@ -86,25 +82,6 @@ class Evidence:
         return re.sub(r"^www\.", "", urlsplit(self.url).netloc) or self.url
 
 
-def evidence_quotes(result: str) -> list[str]:
-    """The quotes of a ``query_url`` response: one per line, in double quotes, in its Evidence
-    part. The placeholder written when there are none ("None found on the page.") is no quote."""
-    m = _EVIDENCE_HEADER_RE.search(result)
-    if m is None:
-        return []
-    block = result[m.end():]
-    end = _SUMMARY_HEADER_RE.search(block)
-    if end is not None:
-        block = block[: end.start()]
-    quotes: list[str] = []
-    for line in block.splitlines():
-        line = line.strip()
-        # a line cut short (a response shortened to fit the context) lacks its closing mark
-        if len(line) > 2 and line[0] == '"' and line[-1] == '"' and line[1:-1] not in quotes:
-            quotes.append(line[1:-1])
-    return quotes
-
-
 def collect_evidence(traj: Trajectory, page_texts: PageTexts | None = None) -> list[Evidence]:
     """Every page the research read successfully (the citable ones), in trace order, one item per
     URL; a page read twice pools its quotes."""
@@ -112,8 +89,8 @@ def collect_evidence(traj: Trajectory, page_texts: PageTexts | None = None) -> l
     titles: dict[str, str] = {}
     for call in traj.tool_calls:
         if call.name == "search_urls" and call.ok and call.result:
-            for m in _HIT_RE.finditer(call.result):
-                titles.setdefault(url_key(normalise_url(m.group("url"))), m.group("title").strip())
+            for hit_title, hit_url in parse_results(call.result):
+                titles.setdefault(url_key(normalise_url(hit_url)), hit_title)
     items: dict[str, Evidence] = {}
     for call in traj.tool_calls:
         url = call.arguments.get("url")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -22,6 +23,17 @@ class SearchBackend(Protocol):
     async def search(self, query: str, top_k: int = 10) -> list[SearchHit]: ...
 
     async def aclose(self) -> None: ...
+
+
+# One entry of format_results' output: "3. [Title](https://...)" (URLs may hold balanced parentheses).
+_RESULT_ENTRY_RE = re.compile(
+    r"^\s*\d+\.\s*\[(?P<title>[^\]\n]*)\]\((?P<url>https?://[^\s)]*(?:\([^\s)]*\)[^\s)]*)*)\)", re.M
+)
+
+
+def parse_results(text: str) -> list[tuple[str, str]]:
+    """(title, URL) of each entry of a ``format_results`` text, in rank order."""
+    return [(m["title"].strip(), m["url"]) for m in _RESULT_ENTRY_RE.finditer(text)]
 
 
 def format_results(query: str, hits: list[SearchHit]) -> str:
