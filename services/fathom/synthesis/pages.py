@@ -19,7 +19,7 @@ from fathom.core.errors import FetchError
 from fathom.core.logging import get_logger
 from fathom.tools.fetch.base import FetchedPage
 from fathom.tools.fetch.content import read_page
-from fathom.tools.fetch.snapshots import SnapshotStore
+from fathom.tools.fetch.snapshots import SnapshotStore, stored_page
 
 log = get_logger(__name__)
 
@@ -52,11 +52,7 @@ class SnapshotPageTexts:
             log.warning("synthesis.snapshot_index_unreadable", url=url, error=str(exc))
             hit = None
         if hit is not None and hit[0].sha256 == sha:
-            snap, body = hit
-            return FetchedPage(url=url, final_url=snap.final_url, status=snap.status,
-                               content_type=snap.content_type, body=body, fetcher="replay",
-                               fetched_at=snap.fetched_at, encoding=snap.encoding,
-                               truncated=snap.truncated)
+            return stored_page(hit[0], hit[1], url, "replay")
         # The URL was fetched again since (or rendered after a plain fetch): the body this call
         # read is still stored under its sha256, and the call's own record describes it.
         if not isinstance(record, dict) or record.get("sha256") != sha:

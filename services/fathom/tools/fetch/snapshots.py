@@ -166,6 +166,16 @@ class SnapshotStore:
             raise
 
 
+def stored_page(
+    snap: PageSnapshot, body: bytes, url: str, fetcher: str, elapsed_s: float = 0.0
+) -> FetchedPage:
+    """The page a snapshot recorded, as a fetcher would have returned it."""
+    return FetchedPage(url=url, final_url=snap.final_url, status=snap.status,
+                       content_type=snap.content_type, body=body, fetcher=fetcher,
+                       fetched_at=snap.fetched_at, encoding=snap.encoding, elapsed_s=elapsed_s,
+                       truncated=snap.truncated)
+
+
 def _snapshot(row: tuple[object, ...]) -> PageSnapshot:
     sha, url, final_url, status, ctype, fetched_at, fetcher, version, size, encoding, truncated = row
     return PageSnapshot(
@@ -202,19 +212,7 @@ class ReplayFetcher:
                 url, "replay mode: no stored snapshot for this URL (record it in live mode first)"
             )
         snap, body = hit
-        page = FetchedPage(
-            url=url,
-            final_url=snap.final_url,
-            status=snap.status,
-            content_type=snap.content_type,
-            body=body,
-            fetcher=self.name,
-            fetched_at=snap.fetched_at,
-            encoding=snap.encoding,
-            elapsed_s=time.monotonic() - started,
-            truncated=snap.truncated,
-        )
-        return page, snap
+        return stored_page(snap, body, url, self.name, elapsed_s=time.monotonic() - started), snap
 
     async def aclose(self) -> None:
         return None
