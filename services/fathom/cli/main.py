@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 
 from fathom.cli.output import command_group
 
@@ -15,11 +16,19 @@ _AREAS: list[tuple[str, str, str | None]] = [
     ("fathom.cli.tools", "register", None),
     ("fathom.cli.research", "register", None),
     ("fathom.cli.bench", "app", "bench"),
+    # The distributed plane (docs/PLANE.md).
+    ("fathom.cli.serve", "app", "serve"),
+    ("fathom.cli.worker", "register", None),
+    ("fathom.cli.jobs", "app", "jobs"),
+    ("fathom.cli.batch", "app", "batch"),
+    ("fathom.cli.stack", "app", "stack"),
 ]
 
 
 def _load_areas() -> None:
     for module_name, attr, sub in _AREAS:
+        if importlib.util.find_spec(module_name) is None:  # an area not written yet
+            continue
         module = importlib.import_module(module_name)
         obj = getattr(module, attr)
         if sub is None:

@@ -29,7 +29,9 @@ def _default_data_dir() -> Path:
 class ModelRole(BaseModel):
     """How to reach one model role (policy, synthesizer, extractor, judge)."""
 
-    backend: Literal["transformers", "openai"] = "transformers"
+    # "replay": serves recorded completions (fathom.models.replay) at `latency_s`, so the plane can be
+    # load- and fault-tested without a GPU; `model` is then the recordings file.
+    backend: Literal["transformers", "openai", "replay"] = "transformers"
     # For `transformers`: a hub id, a local path, or BUNDLED_MODEL.
     # For `openai`: the model name the server expects.
     model: str = BUNDLED_MODEL
@@ -48,6 +50,7 @@ class ModelRole(BaseModel):
     concurrency: int = 8
     device: str = "cpu"  # transformers only: "cpu", "cuda", "auto"
     dtype: str = "auto"  # transformers only
+    latency_s: float = Field(default=0.0, ge=0.0)  # replay only: time per completion
 
 
 # Each role has its own defaults in its own class: a role configured partly from the environment
@@ -183,6 +186,74 @@ class AgentSettings(BaseModel):
     min_reads: int = 1  # guided: page reads required before an answer is allowed
 
 
+class WebSettings(BaseModel):
+    """The local web that serves the sample corpus (local search backend). Its origin is written into
+    search hits, snapshots, trajectories and reports, so it is a stable, configured address: a job's
+    URLs stay valid after the job ends (``fathom serve web`` keeps it up as its own process)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8765, ge=0, le=65535)  # 0: a free port (tests only: URLs then die with it)
+    js_share: float = 0.15
+
+    @property
+    def origin(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+class PlaneSettings(BaseModel):
+    """The distributed plane: broker, shared Redis, gRPC addresses, leases, limits, security.
+
+    Secrets (auth tokens) come from the environment or a mounted file, never from code."""
+
+    broker_url: str = "redis://127.0.0.1:6379/0"  # Celery broker (redis:// or amqp://)
+    # Tool results, cancellation and event wake-ups; default: broker_url when it is redis://.
+    redis_url: str | None = None
+    lease_s: float = Field(default=30.0, gt=0)  # a running job's claim; renewed every lease_s / 3
+    sweep_interval_s: float = Field(default=5.0, gt=0)
+    # A queued job whose message has not been picked up for this long is queued again (a broker that
+    # lost its messages); a duplicate message is harmless: claims are compare-and-set.
+    requeue_after_s: float = Field(default=120.0, gt=0)
+    visibility_timeout_s: float = Field(default=3600.0, gt=0)  # Redis transport redelivery
+    tool_result_ttl_s: float = Field(default=86_400.0, gt=0)
+    job_deadline_s: float = Field(default=3_600.0, gt=0)  # default whole-job deadline
+    max_question_chars: int = Field(default=4_000, ge=1)
+    max_batch_items: int = Field(default=10_000, ge=1)
+    client_running_quota: int = Field(default=256, ge=1)  # running+queued jobs per client
+    gateway_address: str = "127.0.0.1:50051"
+    policy_address: str = "127.0.0.1:50052"
+    synthesis_address: str = "127.0.0.1:50053"
+    reward_address: str = "127.0.0.1:50054"
+    tools_address: str = "127.0.0.1:50055"
+    # Bearer tokens accepted by every gRPC method but health: "client:token" pairs, comma-separated,
+    # from FATHOM_PLANE__AUTH_TOKENS or one pair per line in auth_tokens_file. Empty: auth off
+    # (loopback development only; servers log a warning).
+    auth_tokens: SecretStr | None = None
+    auth_tokens_file: Path | None = None
+    client_token: SecretStr | None = None  # what our own clients send (FATHOM_PLANE__CLIENT_TOKEN)
+    tls_cert: Path | None = None  # server certificate chain (PEM); with tls_key turns TLS on
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None  # set: mutual TLS, client certificates must chain to it
+    tls_ca: Path | None = None  # client side: CA that signed the servers' certificates
+    tls_client_cert: Path | None = None  # client side, mutual TLS
+    tls_client_key: Path | None = None
+    max_message_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    max_concurrent_rpcs: int = Field(default=256, ge=1)
+    grace_s: float = Field(default=10.0, ge=0)  # graceful shutdown: drain this long, then stop
+    metrics_port: int | None = None  # Prometheus /metrics; None: off, 0: a free port
+    # How a research worker runs the policy and the synthesizer: over gRPC (PolicyService,
+    # SynthesisService at the addresses above) or in its own process (tools still go over the queues).
+    policy_via: Literal["grpc", "local"] = "grpc"
+    synthesis_via: Literal["grpc", "local"] = "grpc"
+
+    @property
+    def resolved_redis_url(self) -> str:
+        if self.redis_url:
+            return self.redis_url
+        if self.broker_url.startswith(("redis://", "rediss://")):
+            return self.broker_url
+        return "redis://127.0.0.1:6379/0"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="FATHOM_", env_nested_delimiter="__", env_file=None, extra="ignore"
@@ -203,6 +274,8 @@ class Settings(BaseSettings):
     fetch: FetchSettings = Field(default_factory=FetchSettings)
     extract: ExtractSettings = Field(default_factory=ExtractSettings)
     agent: AgentSettings = Field(default_factory=AgentSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
+    plane: PlaneSettings = Field(default_factory=PlaneSettings)
 
     serper_api_key: SecretStr | None = None  # FATHOM_SERPER_API_KEY (or SERPER_API_KEY)
 

@@ -51,3 +51,55 @@ class ModelError(FathomError):
 
 class StoreError(FathomError):
     """The job store refused or could not find something."""
+
+
+# Service-level errors: what a service object (gateway, policy, synthesis, tools) refuses or cannot
+# do. Each maps to one gRPC status code in fathom.rpc.status; the CLI prints the message. ``reason``
+# is a stable UPPER_SNAKE_CASE code and ``metadata`` machine-readable detail (google.rpc.ErrorInfo).
+class ServiceError(FathomError):
+    reason: str = "ERROR"
+
+    def __init__(self, message: str, *, reason: str | None = None, **metadata: object) -> None:
+        super().__init__(message)
+        self.message = message
+        if reason is not None:
+            self.reason = reason
+        self.metadata = {k: str(v) for k, v in metadata.items()}
+
+
+class InvalidArgument(ServiceError):
+    """The request is malformed; nothing was persisted."""
+
+    reason = "INVALID_ARGUMENT"
+
+
+class NotFound(ServiceError):
+    reason = "NOT_FOUND"
+
+
+class QuotaExceeded(ServiceError):
+    """A per-client quota or a size limit."""
+
+    reason = "RESOURCE_EXHAUSTED"
+
+
+class FailedPrecondition(ServiceError):
+    reason = "FAILED_PRECONDITION"
+
+
+class DeadlineExceeded(ServiceError):
+    reason = "DEADLINE_EXCEEDED"
+
+
+class Cancelled(ServiceError):
+    reason = "CANCELLED"
+
+
+class Unavailable(ServiceError):
+    """A dependency (store, broker, model server) is down; safe to retry."""
+
+    reason = "UNAVAILABLE"
+
+
+class Unauthenticated(ServiceError):
+    reason = "UNAUTHENTICATED"
