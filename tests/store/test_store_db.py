@@ -17,7 +17,7 @@ from fathom.store.db import MIGRATIONS_DIR, normalize_url
 from fathom.store.models import Base, Job
 from sqlalchemy import inspect, select, text
 
-TABLES = {"jobs", "trajectories", "steps", "tool_calls", "page_snapshots", "reports"}
+TABLES = {"jobs", "trajectories", "steps", "tool_calls", "page_snapshots", "reports", "batches", "job_events"}
 
 
 @pytest.mark.parametrize(
@@ -83,7 +83,7 @@ def test_migrate_is_idempotent_and_independent_of_cwd(db_url: str, tmp_path: Pat
         assert db.current_revision() is None
         db.migrate()
         db.migrate()
-        assert db.current_revision() == db.head_revision() == "0001"
+        assert db.current_revision() == db.head_revision() == "0002"
         assert set(inspect(db.engine).get_table_names()) >= TABLES
     finally:
         os.chdir(cwd)
@@ -108,10 +108,10 @@ def test_downgrade_to_base_and_upgrade_again(db_url: str) -> None:
     assert db.current_revision() is None
     assert not TABLES & set(inspect(db.engine).get_table_names())
     db.migrate()
-    assert db.current_revision() == "0001"
-    assert store.list_jobs() == []
+    assert db.current_revision() == "0002"
+    assert store.list_jobs() == ([], None)
     store.create_job("after")
-    assert [j.question for j in store.list_jobs()] == ["after"]
+    assert [j.question for j in store.list_jobs()[0]] == ["after"]
     db.dispose()
 
 
@@ -132,7 +132,7 @@ def test_concurrent_migrations_do_not_collide(db_url: str) -> None:
     for t in threads:
         t.join()
     assert errors == []
-    assert dbs[0].current_revision() == "0001"
+    assert dbs[0].current_revision() == "0002"
     for d in dbs:
         d.dispose()
 

@@ -16,11 +16,11 @@ from sqlalchemy import update
 def test_create_and_get_returns_plain_record(store: JobStore) -> None:
     settings = {"policy": {"model": "fathom-search-4b", "temperature": 0.6}, "unicode": "ü ✓"}
     before = datetime.now(UTC)
-    job_id = store.create_job("What is RAPO?", "search", settings, "training", batch_id="b-1")
+    job_id = store.create_job("What is RAPO?", "search", settings, "train", batch_id="b-1")
     job = store.get_job(job_id)
     assert isinstance(job, JobInfo)
     assert (job.id, job.question, job.mode, job.lane, job.status, job.kind) == (
-        job_id, "What is RAPO?", "search", "training", "queued", "research")
+        job_id, "What is RAPO?", "search", "train", "queued", "research")
     assert job.settings == settings and job.batch_id == "b-1"
     assert job.created_at.tzinfo is not None and before - timedelta(seconds=5) <= job.created_at
     assert job.started_at is None and job.finished_at is None and not job.is_terminal
@@ -30,13 +30,13 @@ def test_create_and_get_returns_plain_record(store: JobStore) -> None:
 
 @pytest.mark.parametrize(
     ("question", "mode", "lane", "message"),
-    [("  ", "search", "interactive", "empty"), ("q", "essay", "interactive", "mode"),
+    [("  ", "search", "live", "empty"), ("q", "essay", "live", "mode"),
      ("q", "search", "batch", "lane")],
 )
 def test_create_rejects_bad_input(store: JobStore, question: str, mode: str, lane: str, message: str) -> None:
     with pytest.raises(StoreError, match=message):
         store.create_job(question, mode, {}, lane)
-    assert store.list_jobs() == []
+    assert store.list_jobs() == ([], None)
 
 
 def test_create_with_existing_id_is_a_store_error(store: JobStore) -> None:
@@ -67,29 +67,29 @@ def test_get_job_by_unique_prefix(store: JobStore) -> None:
     assert store.get_job("ff%_").question == "c"
 
 
-def test_list_jobs_newest_first_with_filters(store: JobStore) -> None:
+def test_recent_jobs_newest_first_with_filters(store: JobStore) -> None:
     ids = []
     for i in range(5):
-        ids.append(store.create_job(f"q{i}", "report", {}, "training" if i % 2 else "interactive",
+        ids.append(store.create_job(f"q{i}", "report", {}, "train" if i % 2 else "live",
                                     batch_id="even" if i % 2 == 0 else None))
         time.sleep(0.002)  # distinct creation times
     store.mark_running(ids[1])
     store.mark_running(ids[3])
     store.mark_succeeded(ids[3], "42")
-    assert [j.id for j in store.list_jobs()] == ids[::-1]
-    assert [j.id for j in store.list_jobs(limit=2)] == ids[:2:-1]
-    assert [j.id for j in store.list_jobs(limit=2, offset=2)] == [ids[2], ids[1]]
-    assert [j.id for j in store.list_jobs(status="running")] == [ids[1]]
-    assert [j.id for j in store.list_jobs(status="succeeded")] == [ids[3]]
-    assert [j.id for j in store.list_jobs(status="queued")] == [ids[4], ids[2], ids[0]]
-    assert [j.id for j in store.list_jobs(lane="training")] == [ids[3], ids[1]]
-    assert [j.id for j in store.list_jobs(batch_id="even")] == [ids[4], ids[2], ids[0]]
+    assert [j.id for j in store.recent_jobs()] == ids[::-1]
+    assert [j.id for j in store.recent_jobs(limit=2)] == ids[:2:-1]
+    assert [j.id for j in store.recent_jobs(limit=2, offset=2)] == [ids[2], ids[1]]
+    assert [j.id for j in store.recent_jobs(status="running")] == [ids[1]]
+    assert [j.id for j in store.recent_jobs(status="succeeded")] == [ids[3]]
+    assert [j.id for j in store.recent_jobs(status="queued")] == [ids[4], ids[2], ids[0]]
+    assert [j.id for j in store.recent_jobs(lane="train")] == [ids[3], ids[1]]
+    assert [j.id for j in store.recent_jobs(batch_id="even")] == [ids[4], ids[2], ids[0]]
     assert store.job_counts() == {"queued": 3, "running": 1, "succeeded": 1, "failed": 0, "cancelled": 0}
     assert store.job_counts(batch_id="even")["queued"] == 3
     with pytest.raises(StoreError, match="status"):
-        store.list_jobs(status="done")
+        store.recent_jobs(status="done")
     with pytest.raises(StoreError, match="limit"):
-        store.list_jobs(limit=0)
+        store.recent_jobs(limit=0)
 
 
 def test_status_lifecycle(store: JobStore) -> None:

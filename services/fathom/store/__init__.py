@@ -5,7 +5,27 @@ shipped in the package. ``Database(url).migrate()`` then ``JobStore(db)``.
 """
 
 from fathom.store.db import Database
-from fathom.store.records import JobInfo, ReportInfo
+from fathom.store.records import (
+    BadPageToken,
+    BatchInfo,
+    BatchItemIn,
+    ClaimLost,
+    EventInfo,
+    JobInfo,
+    RecordNotFound,
+    ReportInfo,
+)
 from fathom.store.repository import JobStore
 
-__all__ = ["Database", "JobInfo", "JobStore", "ReportInfo"]
+__all__ = [
+    "BadPageToken",
+    "BatchInfo",
+    "BatchItemIn",
+    "ClaimLost",
+    "Database",
+    "EventInfo",
+    "JobInfo",
+    "JobStore",
+    "RecordNotFound",
+    "ReportInfo",
+]

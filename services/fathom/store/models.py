@@ -3,6 +3,10 @@
 A job owns trajectories; a trajectory owns its steps in order; a step owns its tool calls. Page
 snapshots are shared provenance rows keyed by (body sha256, url): tool calls point at them by
 ``snapshot_sha256`` only, since the same body may be reached through several URLs.
+
+Durable jobs (the distributed plane): a job is claimed by one worker at a time with a lease
+(``worker_id`` + ``lease_expires_at``); a batch groups jobs submitted together; ``job_events`` is
+the ordered progress log of each stream (``job:<id>``, ``batch:<id>``) that ``Watch`` replays.
 """
 
 from __future__ import annotations
@@ -30,7 +34,10 @@ from fathom.store.columns import JSONDoc, StoredText, UTCDateTime
 JOB_MODES = ("search", "report")
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 TERMINAL_STATUSES = ("succeeded", "failed", "cancelled")
-JOB_LANES = ("interactive", "training")
+JOB_LANES = ("live", "train")
+# Lane names before migration 0002; still accepted on input and mapped, so older callers keep working.
+LEGACY_LANES = {"interactive": "live", "training": "train"}
+MAX_PRIORITY = 9
 
 # Stable constraint names, so migrations can address them on every backend (SQLite batch mode too).
 NAMING = {
@@ -64,9 +71,17 @@ class Job(Base):
         CheckConstraint(_in("mode", JOB_MODES), name="mode"),
         CheckConstraint(_in("status", JOB_STATUSES), name="status"),
         CheckConstraint(_in("lane", JOB_LANES), name="lane"),
-        # Listing: "newest jobs", "newest jobs with status X".
+        CheckConstraint(f"priority BETWEEN 0 AND {MAX_PRIORITY}", name="priority"),
+        # Idempotent Submit: the same (client, request id) is one job, even under a race.
+        UniqueConstraint("client_id", "client_request_id"),
+        # Listing: "newest jobs", "newest jobs with status X", "... of lane X", "... of batch X".
         Index("ix_jobs_status_created_at", "status", "created_at"),
         Index("ix_jobs_created_at", "created_at"),
+        Index("ix_jobs_lane_created_at", "lane", "created_at"),
+        Index("ix_jobs_batch_id_created_at", "batch_id", "created_at"),
+        # The sweeper (expired leases, queued jobs never picked up) and claiming.
+        Index("ix_jobs_status_lease_expires_at", "status", "lease_expires_at"),
+        Index("ix_jobs_status_enqueued_at", "status", "enqueued_at"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
@@ -74,8 +89,15 @@ class Job(Base):
     question: Mapped[str] = mapped_column(StoredText)
     mode: Mapped[str] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(String(16), default="queued")
-    lane: Mapped[str] = mapped_column(String(16), default="interactive")
-    batch_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    lane: Mapped[str] = mapped_column(String(16), default="live")
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    # Who submitted it (quotas) and the caller's idempotency key of the Submit.
+    client_id: Mapped[str] = mapped_column(String(128), default="")
+    client_request_id: Mapped[str | None] = mapped_column(String(128))
+    # No foreign key: jobs may name a batch id of the caller's own (older callers did).
+    batch_id: Mapped[str | None] = mapped_column(String(64))
+    external_id: Mapped[str | None] = mapped_column(String(256))  # the caller's id of a batch item
+    gold_answer: Mapped[str | None] = mapped_column(StoredText)
     error: Mapped[str | None] = mapped_column(StoredText)
     answer: Mapped[str | None] = mapped_column(StoredText)
     settings: Mapped[dict[str, Any]] = mapped_column(JSONDoc, default=dict)
@@ -85,6 +107,12 @@ class Job(Base):
     # Resumption: a running job whose heartbeat is stale belongs to a dead worker.
     worker_id: Mapped[str | None] = mapped_column(String(128))
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The claim: only the worker holding an unexpired lease runs the job.
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # last sent to the queue
+    deadline_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
 
     trajectories: Mapped[list[TrajectoryRecord]] = relationship(
         back_populates="job", cascade="all, delete-orphan", passive_deletes=True
@@ -198,4 +226,38 @@ class ReportRecord(Base):
     sentences_without_citation: Mapped[int] = mapped_column(Integer, default=0)
     citations_per_section: Mapped[Any] = mapped_column(JSONDoc, default=dict)
     paths: Mapped[dict[str, Any]] = mapped_column(JSONDoc, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
+
+
+class BatchRecord(Base):
+    __tablename__ = "batches"
+    __table_args__ = (
+        CheckConstraint(_in("mode", JOB_MODES), name="mode"),
+        CheckConstraint(_in("lane", JOB_LANES), name="lane"),
+        CheckConstraint(f"priority BETWEEN 0 AND {MAX_PRIORITY}", name="priority"),
+        UniqueConstraint("client_id", "client_request_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(256), default="")
+    mode: Mapped[str] = mapped_column(String(16))
+    lane: Mapped[str] = mapped_column(String(16), default="live")
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    client_id: Mapped[str] = mapped_column(String(128), default="")
+    client_request_id: Mapped[str | None] = mapped_column(String(128))
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
+
+
+class JobEventRecord(Base):
+    """One progress event; ``index`` counts 0, 1, 2... per stream, so a reader resumes by index."""
+
+    __tablename__ = "job_events"
+    __table_args__ = (UniqueConstraint("stream", "index"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    stream: Mapped[str] = mapped_column(String(128))
+    index: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONDoc, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)

@@ -6,7 +6,21 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from fathom.core.errors import StoreError
 from fathom.store.models import TERMINAL_STATUSES
+
+
+class RecordNotFound(StoreError):
+    """No job / batch with that id (the gateway answers NOT_FOUND)."""
+
+
+class BadPageToken(StoreError):
+    """A ``list_jobs`` page token that this store did not hand out (INVALID_ARGUMENT)."""
+
+
+class ClaimLost(StoreError):
+    """The worker no longer holds the job's claim: another worker took it over after the lease
+    expired, or the job ended. The worker must stop and write nothing more."""
 
 
 @dataclass(frozen=True)
@@ -16,7 +30,7 @@ class JobInfo:
     question: str
     mode: str  # "search" | "report"
     status: str  # "queued" | "running" | "succeeded" | "failed" | "cancelled"
-    lane: str  # "interactive" | "training"
+    lane: str  # "live" | "train"
     created_at: datetime
     settings: dict[str, Any] = field(default_factory=dict)
     batch_id: str | None = None
@@ -26,6 +40,16 @@ class JobInfo:
     finished_at: datetime | None = None
     worker_id: str | None = None
     heartbeat_at: datetime | None = None
+    priority: int = 0
+    client_id: str = ""
+    client_request_id: str | None = None
+    external_id: str | None = None
+    gold_answer: str | None = None
+    lease_expires_at: datetime | None = None
+    attempts: int = 0
+    enqueued_at: datetime | None = None
+    deadline_at: datetime | None = None
+    cancel_requested: bool = False
 
     @property
     def is_terminal(self) -> bool:
@@ -42,4 +66,41 @@ class ReportInfo:
     sentences_without_citation: int
     citations_per_section: Any
     paths: dict[str, str]
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class BatchItemIn:
+    """One question of a batch as the caller gave it."""
+
+    question: str
+    external_id: str | None = None
+    gold_answer: str | None = None
+
+
+@dataclass(frozen=True)
+class BatchInfo:
+    id: str
+    name: str
+    mode: str
+    lane: str
+    priority: int
+    client_id: str
+    client_request_id: str | None
+    total: int
+    created_at: datetime
+    counts: dict[str, int] = field(default_factory=dict)  # jobs per status, every status present
+    done: int = 0  # jobs in a terminal status
+
+    @property
+    def is_finished(self) -> bool:
+        return self.done >= self.total
+
+
+@dataclass(frozen=True)
+class EventInfo:
+    stream: str  # "job:<id>" | "batch:<id>"
+    index: int  # 0, 1, 2... within the stream
+    kind: str
+    payload: dict[str, Any]
     created_at: datetime

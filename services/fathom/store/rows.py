@@ -197,3 +197,8 @@ def snapshot_from(row: PageSnapshotRecord) -> PageSnapshot:
         encoding=row.encoding,
         truncated=row.truncated,
     )
+
+
+def export_step(step: Step) -> dict[str, Any]:
+    """A step and its tool calls as plain JSON-safe dicts (log-probs encoded as stored)."""
+    return {**step_row(step), "tool_calls": [tool_call_row(c) for c in step.tool_calls]}
