@@ -13,8 +13,8 @@ LANES: tuple[str, ...] = ("live", "train")
 QUEUES: tuple[str, ...] = ("research", "search", "fetch", "synthesis", "reward")
 LANE_CHOICES: tuple[str, ...] = (*LANES, "both")
 
-_TO_PROTO = {"live": common_pb2.LANE_LIVE, "train": common_pb2.LANE_TRAIN}
-_FROM_PROTO = {common_pb2.LANE_UNSPECIFIED: "live", common_pb2.LANE_LIVE: "live",
+_TO_PROTO: dict[str, int] = {"live": common_pb2.LANE_LIVE, "train": common_pb2.LANE_TRAIN}
+_FROM_PROTO: dict[int, str] = {common_pb2.LANE_UNSPECIFIED: "live", common_pb2.LANE_LIVE: "live",
                common_pb2.LANE_TRAIN: "train"}
 
 
