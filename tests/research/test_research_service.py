@@ -10,7 +10,7 @@ import pytest
 from fathom.agent.loop import AgentLoop
 from fathom.agent.trajectory import Step, Trajectory
 from fathom.core.config import AgentSettings
-from fathom.core.errors import StoreError
+from fathom.core.errors import InvalidArgument, StoreError
 from fathom.models.base import SamplingParams
 from fathom.research.events import ProgressEvent
 from fathom.research.service import ResearchService
@@ -106,9 +106,9 @@ async def test_a_dead_workers_job_resumes_from_its_last_step(store: JobStore, tm
 
 async def test_ended_jobs_and_empty_questions_are_refused(store: JobStore, tmp_path: Path) -> None:
     svc = service(store, [ANSWER], tmp_path)
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(InvalidArgument, match="empty"):
         await svc.submit("   ", "search")
-    with pytest.raises(ValueError, match="mode"):
+    with pytest.raises(InvalidArgument, match="mode"):
         await svc.submit(QUESTION, "essay")  # type: ignore[arg-type]
     job_id = await svc.submit(QUESTION, "search")
     await svc.run(job_id)

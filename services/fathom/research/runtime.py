@@ -1,8 +1,8 @@
 """The one place that builds a research runtime from settings.
 
 Local mode (the embedded default): the bundled model in process, the shipped sample corpus served
-by the local web on a free loopback port, SQLite. Any part switches to a real deployment by
-configuration alone: ``FATHOM_POLICY__BACKEND=openai`` + ``FATHOM_POLICY__BASE_URL=...`` (vLLM),
+by the local web at the configured origin (``settings.web``), SQLite. Any part switches to a real
+deployment by configuration alone: ``FATHOM_POLICY__BACKEND=openai`` + ``FATHOM_POLICY__BASE_URL=...`` (vLLM),
 ``FATHOM_SEARCH__BACKEND=serper`` + ``FATHOM_SERPER_API_KEY``, ``FATHOM_DATABASE_URL=postgresql://...``.
 """
 
@@ -19,11 +19,13 @@ from fathom.core.config import Settings, is_weak_model
 from fathom.core.logging import get_logger
 from fathom.models.base import ModelBackend, SamplingParams
 from fathom.models.factory import build_backend
+from fathom.research.bus import EventBus
 from fathom.research.service import ResearchService
 from fathom.store.db import Database
 from fathom.store.repository import JobStore
 from fathom.synthesis.pages import SnapshotPageTexts
 from fathom.synthesis.synthesizer import Synthesizer
+from fathom.tools.base import ToolRunner
 from fathom.tools.toolbox import Toolbox, build_toolbox
 
 log = get_logger(__name__)
@@ -56,6 +58,52 @@ class Runtime:
     policy: ModelBackend
     synthesizer_backend: ModelBackend
     local_web_base: str | None
+    bus: EventBus | None = None
+
+
+def open_store(settings: Settings, stack: AsyncExitStack) -> JobStore:
+    """A migrated store on the configured database, disposed with ``stack``."""
+    db = Database(settings.resolved_database_url)
+    db.migrate()
+    stack.callback(db.dispose)
+    return JobStore(db)
+
+
+def build_agent(settings: Settings, tools: ToolRunner, stack: AsyncExitStack) -> AgentLoop:
+    """The policy's agent loop over ``tools``. Caps the context budget at a smaller model's window
+    (this mutates ``settings.agent``: pass a private copy)."""
+    policy = build_backend("policy", settings)
+    window = getattr(policy, "context_tokens", None)
+    if isinstance(window, int) and 0 < window < settings.agent.max_context_tokens:
+        # The 40,960-token budget is the Fathom model's; a smaller model's window is the real limit.
+        log.info("context_budget_capped", budget=window, model=policy.name)
+        settings.agent.max_context_tokens = window
+    guided = GuidedPolicy.from_settings(settings.agent) if _guided(settings) else None
+    return AgentLoop(policy, tools, settings.agent, policy_sampling(settings), guided=guided)
+
+
+def build_synthesizer(settings: Settings, stack: AsyncExitStack) -> Synthesizer:
+    # The guided writer checks each sentence against the page text kept in the snapshots.
+    page_texts = SnapshotPageTexts(settings.snapshot_dir, settings.fetch,
+                                   index_url=settings.fetch.snapshot_index_url)
+    stack.callback(page_texts.close)
+    return Synthesizer(build_backend("synthesizer", settings), settings.synthesizer,
+                       guided=is_weak_model(settings.synthesizer), page_texts=page_texts)
+
+
+def _start_local_web(settings: Settings, stack: AsyncExitStack) -> str:
+    """The local web at the stable configured origin (``settings.web``), reused when one is
+    already serving there, so URLs in stored reports stay valid after the job ends."""
+    from fathom.corpus.sample import ensure_sample_index
+
+    index_dir = settings.search.index_dir = settings.search.index_dir or ensure_sample_index(settings)
+    from fathom.corpus.web import ensure_local_web
+
+    base_url, stop = ensure_local_web(settings, index_dir)
+    if stop is not None:
+        stack.callback(stop)
+    log.info("local_web_started", base_url=base_url, corpus=str(index_dir))
+    return base_url
 
 
 class LocalRuntime:
@@ -69,51 +117,31 @@ class LocalRuntime:
         self._stack = AsyncExitStack()
 
     async def __aenter__(self) -> Runtime:
-        s = self.settings
-        base_url: str | None = None
-        if s.search.backend == "local":
-            from fathom.corpus.sample import ensure_sample_index
-            from fathom.corpus.web import LocalWeb
-
-            index_dir = s.search.index_dir = s.search.index_dir or ensure_sample_index(s)
-            web = LocalWeb(index_dir)
-            web.start()
-            self._stack.callback(web.stop)
-            base_url = web.base_url
-            log.info("local_web_started", base_url=base_url, corpus=str(index_dir))
-
-        db = Database(s.resolved_database_url)
-        db.migrate()
-        self._stack.callback(db.dispose)
-        store = JobStore(db)
-
-        policy = build_backend("policy", s)
-        window = getattr(policy, "context_tokens", None)
-        if isinstance(window, int) and 0 < window < s.agent.max_context_tokens:
-            # The 40,960-token budget is the Fathom model's; a smaller model's window is the real limit.
-            log.info("context_budget_capped", budget=window, model=policy.name)
-            s.agent.max_context_tokens = window
-        synth_backend = build_backend("synthesizer", s)
-        toolbox = build_toolbox(s, local_web_base=base_url)
-        self._stack.push_async_callback(toolbox.aclose)
-
-        guided = GuidedPolicy.from_settings(s.agent) if _guided(s) else None
-        agent = AgentLoop(policy, toolbox, s.agent, policy_sampling(s), guided=guided)
-        # The guided writer checks each sentence against the page text kept in the snapshots.
-        page_texts = SnapshotPageTexts(s.snapshot_dir, s.fetch)
-        self._stack.callback(page_texts.close)
-        synthesizer = Synthesizer(synth_backend, s.synthesizer, guided=is_weak_model(s.synthesizer),
-                                  page_texts=page_texts)
-        service = ResearchService(
-            store=store, agent=agent, synthesizer=synthesizer, reports_dir=self.reports_dir,
-            settings_snapshot=settings_snapshot(s),
-        )
-        return Runtime(s, service, store, toolbox, policy, synth_backend, base_url)
+        s, stack = self.settings, self._stack
+        try:
+            base_url = _start_local_web(s, stack) if s.search.backend == "local" else None
+            store = open_store(s, stack)
+            toolbox = build_toolbox(s, local_web_base=base_url)
+            stack.push_async_callback(toolbox.aclose)
+            agent = build_agent(s, toolbox, stack)
+            synthesizer = build_synthesizer(s, stack)
+            # Local mode has no Redis: events are store rows, watchers poll.
+            bus = EventBus(store, None)
+            service = ResearchService(
+                store=store, agent=agent, synthesizer=synthesizer, reports_dir=self.reports_dir,
+                settings_snapshot=settings_snapshot(s), bus=bus,
+            )
+        except BaseException:
+            await self.__aexit__()
+            raise
+        return Runtime(s, service, store, toolbox, agent.backend, synthesizer.backend, base_url, bus)
 
     async def __aexit__(self, *exc: object) -> None:
         from fathom.models.factory import close_backends
 
         await self._stack.aclose()
+        # The backends come from the factory's process-wide cache; this runtime built them, so it
+        # closes them (a later runtime builds fresh ones).
         await close_backends()
 
 
@@ -123,4 +151,5 @@ def _guided(settings: Settings) -> bool:
     return is_weak_model(settings.policy)
 
 
-__all__ = ["LocalRuntime", "Runtime", "is_weak_model", "policy_sampling"]
+__all__ = ["LocalRuntime", "Runtime", "build_agent", "build_synthesizer", "is_weak_model", "open_store",
+           "policy_sampling"]
