@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from fathom.rpc.gen import common_pb2 as fathom_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x66\x61thom/v1/policy.proto\x12\tfathom.v1\x1a\x16\x66\x61thom/v1/common.proto\"\xc4\x01\n\x14RunTrajectoryRequest\x12\x15\n\rtrajectory_id\x18\x01 \x01(\t\x12\x10\n\x08question\x18\x02 \x01(\t\x12\x1d\n\x04lane\x18\x03 \x01(\x0e\x32\x0f.fathom.v1.Lane\x12%\n\x08sampling\x18\x04 \x01(\x0b\x32\x13.fathom.v1.Sampling\x12%\n\x0cresume_steps\x18\x05 \x03(\x0b\x32\x0f.fathom.v1.Step\x12\x16\n\x0epolicy_version\x18\x06 \x01(\t\"\x8d\x01\n\x0eTrajectoryDone\x12\x0e\n\x06\x61nswer\x18\x01 \x01(\t\x12\x13\n\x0bstop_reason\x18\x02 \x01(\t\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x05\x12\x0e\n\x06prompt\x18\x04 \x01(\t\x12\x18\n\x10prompt_token_ids\x18\x05 \x03(\x05\x12\x16\n\x0epolicy_version\x18\x06 \x01(\t\"f\n\x0fTrajectoryEvent\x12\x1f\n\x04step\x18\x01 \x01(\x0b\x32\x0f.fathom.v1.StepH\x00\x12)\n\x04\x64one\x18\x02 \x01(\x0b\x32\x19.fathom.v1.TrajectoryDoneH\x00\x42\x07\n\x05\x65vent\">\n\x12ScoreTokensRequest\x12\x11\n\ttoken_ids\x18\x01 \x03(\x05\x12\x15\n\rfrom_position\x18\x02 \x01(\x05\"?\n\x13ScoreTokensResponse\x12\x10\n\x08logprobs\x18\x01 \x03(\x02\x12\x16\n\x0epolicy_version\x18\x02 \x01(\t2\xad\x01\n\rPolicyService\x12N\n\rRunTrajectory\x12\x1f.fathom.v1.RunTrajectoryRequest\x1a\x1a.fathom.v1.TrajectoryEvent0\x01\x12L\n\x0bScoreTokens\x12\x1d.fathom.v1.ScoreTokensRequest\x1a\x1e.fathom.v1.ScoreTokensResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x66\x61thom/v1/policy.proto\x12\tfathom.v1\x1a\x16\x66\x61thom/v1/common.proto\"\xf3\x01\n\x14RunTrajectoryRequest\x12\x15\n\rtrajectory_id\x18\x01 \x01(\t\x12\x10\n\x08question\x18\x02 \x01(\t\x12\x1d\n\x04lane\x18\x03 \x01(\x0e\x32\x0f.fathom.v1.Lane\x12%\n\x08sampling\x18\x04 \x01(\x0b\x32\x13.fathom.v1.Sampling\x12%\n\x0cresume_steps\x18\x05 \x03(\x0b\x32\x0f.fathom.v1.Step\x12\x16\n\x0epolicy_version\x18\x06 \x01(\t\x12\x1d\n\x04mode\x18\x07 \x01(\x0e\x32\x0f.fathom.v1.Mode\x12\x0e\n\x06job_id\x18\x08 \x01(\t\"\x8d\x01\n\x0eTrajectoryDone\x12\x0e\n\x06\x61nswer\x18\x01 \x01(\t\x12\x13\n\x0bstop_reason\x18\x02 \x01(\t\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x05\x12\x0e\n\x06prompt\x18\x04 \x01(\t\x12\x18\n\x10prompt_token_ids\x18\x05 \x03(\x05\x12\x16\n\x0epolicy_version\x18\x06 \x01(\t\"f\n\x0fTrajectoryEvent\x12\x1f\n\x04step\x18\x01 \x01(\x0b\x32\x0f.fathom.v1.StepH\x00\x12)\n\x04\x64one\x18\x02 \x01(\x0b\x32\x19.fathom.v1.TrajectoryDoneH\x00\x42\x07\n\x05\x65vent\">\n\x12ScoreTokensRequest\x12\x11\n\ttoken_ids\x18\x01 \x03(\x05\x12\x15\n\rfrom_position\x18\x02 \x01(\x05\"?\n\x13ScoreTokensResponse\x12\x10\n\x08logprobs\x18\x01 \x03(\x02\x12\x16\n\x0epolicy_version\x18\x02 \x01(\t2\xad\x01\n\rPolicyService\x12N\n\rRunTrajectory\x12\x1f.fathom.v1.RunTrajectoryRequest\x1a\x1a.fathom.v1.TrajectoryEvent0\x01\x12L\n\x0bScoreTokens\x12\x1d.fathom.v1.ScoreTokensRequest\x1a\x1e.fathom.v1.ScoreTokensResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,15 +33,15 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fathom.v1.policy_pb2', _glo
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_RUNTRAJECTORYREQUEST']._serialized_start=62
-  _globals['_RUNTRAJECTORYREQUEST']._serialized_end=258
-  _globals['_TRAJECTORYDONE']._serialized_start=261
-  _globals['_TRAJECTORYDONE']._serialized_end=402
-  _globals['_TRAJECTORYEVENT']._serialized_start=404
-  _globals['_TRAJECTORYEVENT']._serialized_end=506
-  _globals['_SCORETOKENSREQUEST']._serialized_start=508
-  _globals['_SCORETOKENSREQUEST']._serialized_end=570
-  _globals['_SCORETOKENSRESPONSE']._serialized_start=572
-  _globals['_SCORETOKENSRESPONSE']._serialized_end=635
-  _globals['_POLICYSERVICE']._serialized_start=638
-  _globals['_POLICYSERVICE']._serialized_end=811
+  _globals['_RUNTRAJECTORYREQUEST']._serialized_end=305
+  _globals['_TRAJECTORYDONE']._serialized_start=308
+  _globals['_TRAJECTORYDONE']._serialized_end=449
+  _globals['_TRAJECTORYEVENT']._serialized_start=451
+  _globals['_TRAJECTORYEVENT']._serialized_end=553
+  _globals['_SCORETOKENSREQUEST']._serialized_start=555
+  _globals['_SCORETOKENSREQUEST']._serialized_end=617
+  _globals['_SCORETOKENSRESPONSE']._serialized_start=619
+  _globals['_SCORETOKENSRESPONSE']._serialized_end=682
+  _globals['_POLICYSERVICE']._serialized_start=685
+  _globals['_POLICYSERVICE']._serialized_end=858
 # @@protoc_insertion_point(module_scope)

@@ -8,20 +8,24 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RunTrajectoryRequest(_message.Message):
-    __slots__ = ("trajectory_id", "question", "lane", "sampling", "resume_steps", "policy_version")
+    __slots__ = ("trajectory_id", "question", "lane", "sampling", "resume_steps", "policy_version", "mode", "job_id")
     TRAJECTORY_ID_FIELD_NUMBER: _ClassVar[int]
     QUESTION_FIELD_NUMBER: _ClassVar[int]
     LANE_FIELD_NUMBER: _ClassVar[int]
     SAMPLING_FIELD_NUMBER: _ClassVar[int]
     RESUME_STEPS_FIELD_NUMBER: _ClassVar[int]
     POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
     trajectory_id: str
     question: str
     lane: _common_pb2.Lane
     sampling: _common_pb2.Sampling
     resume_steps: _containers.RepeatedCompositeFieldContainer[_common_pb2.Step]
     policy_version: str
-    def __init__(self, trajectory_id: _Optional[str] = ..., question: _Optional[str] = ..., lane: _Optional[_Union[_common_pb2.Lane, str]] = ..., sampling: _Optional[_Union[_common_pb2.Sampling, _Mapping]] = ..., resume_steps: _Optional[_Iterable[_Union[_common_pb2.Step, _Mapping]]] = ..., policy_version: _Optional[str] = ...) -> None: ...
+    mode: _common_pb2.Mode
+    job_id: str
+    def __init__(self, trajectory_id: _Optional[str] = ..., question: _Optional[str] = ..., lane: _Optional[_Union[_common_pb2.Lane, str]] = ..., sampling: _Optional[_Union[_common_pb2.Sampling, _Mapping]] = ..., resume_steps: _Optional[_Iterable[_Union[_common_pb2.Step, _Mapping]]] = ..., policy_version: _Optional[str] = ..., mode: _Optional[_Union[_common_pb2.Mode, str]] = ..., job_id: _Optional[str] = ...) -> None: ...
 
 class TrajectoryDone(_message.Message):
     __slots__ = ("answer", "stop_reason", "total_tokens", "prompt", "prompt_token_ids", "policy_version")
