@@ -7,6 +7,7 @@ token budget, concurrency of tool calls, timing, recording steps, cancellation a
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -46,7 +47,8 @@ class AgentLoop:
 
     def __init__(self, backend: ModelBackend, tools: ToolRunner, settings: AgentSettings,
                  sampling: SamplingParams, guided: GuidedPolicy | None = None, *,
-                 date: str | None = None, final_answer_tokens: int = protocol.FINAL_ANSWER_TOKENS) -> None:
+                 date: str | None = None, final_answer_tokens: int = protocol.FINAL_ANSWER_TOKENS,
+                 trajectory_id: str | None = None) -> None:
         self.backend = backend
         self.tools = tools
         self.settings = settings
@@ -56,6 +58,11 @@ class AgentLoop:
             GuidedPolicy.from_settings(settings) if settings.guided else None)
         self.date = date
         self.final_answer_tokens = final_answer_tokens
+        # With a trajectory id and a runner whose ``call`` takes ``call_id``, each tool call gets
+        # the id "<trajectory_id>:<step>:<call>": a resumed or redelivered trajectory asks for the
+        # same ids again, and a runner that keeps results by id (the queue plane) never runs one twice.
+        self.trajectory_id = trajectory_id
+        self._runner_takes_call_id = trajectory_id is not None and _takes_call_id(tools)
 
     # --- public ----------------------------------------------------------------------------
 
@@ -147,7 +154,7 @@ class AgentLoop:
                 await self._emit(on_step, step, traj)
                 return await self._limit_reached(traj, context, "context_budget", on_step)
 
-            step.tools_s = await self._run_calls(step.tool_calls, self._calls_left(traj))
+            step.tools_s = await self._run_calls(step.tool_calls, self._calls_left(traj), turn)
             block = self._fit_responses(step.tool_calls, room)
             if block is None:
                 for call in step.tool_calls:  # ran, but nothing of it fits: the model never sees it
@@ -251,7 +258,7 @@ class AgentLoop:
             finish_reason=completion.finish_reason, model_s=completion.latency_s, meta=meta,
         )
 
-    async def _run_calls(self, calls: list[ToolCall], calls_left: int | None) -> float:
+    async def _run_calls(self, calls: list[ToolCall], calls_left: int | None, step_index: int = 0) -> float:
         """Run the well-formed calls concurrently (bounded); malformed ones answer with their
         error. Returns the wall time of the whole round."""
         gate = asyncio.Semaphore(max(1, self.settings.tool_concurrency))
@@ -263,7 +270,7 @@ class AgentLoop:
                 return
             async with gate:
                 t0 = time.perf_counter()
-                result = await self._call_tool(call.name, call.arguments)
+                result = await self._call_tool(call.name, call.arguments, self._call_id(step_index, call))
                 call.elapsed_s = time.perf_counter() - t0
             call.result, call.ok = result.text, result.ok
             call.meta.update(result.meta)
@@ -283,8 +290,16 @@ class AgentLoop:
         await asyncio.gather(*(run_one(c) for c in runnable))
         return time.perf_counter() - t0
 
-    async def _call_tool(self, name: str, arguments: dict[str, Any]) -> ToolResult:
+    def _call_id(self, step_index: int, call: ToolCall) -> str | None:
+        if not self._runner_takes_call_id:
+            return None
+        return f"{self.trajectory_id}:{step_index}:{call.index}"
+
+    async def _call_tool(self, name: str, arguments: dict[str, Any],
+                         call_id: str | None = None) -> ToolResult:
         try:
+            if call_id is not None:
+                return await self.tools.call(name, arguments, call_id=call_id)  # type: ignore[call-arg]
             return await self.tools.call(name, arguments)
         except ToolError as e:  # a runner is meant to return these, but tolerate a raise
             return ToolResult(text=protocol.error_response(e.message), ok=False)
@@ -329,7 +344,8 @@ class AgentLoop:
         context = protocol.rebuild_context(traj.prompt, traj.steps[:-1]) + step.text + protocol.END_OF_TURN
         room = (self.settings.max_context_tokens - self.backend.count_tokens(context) - reserve
                 - protocol.MIN_TURN_TOKENS)
-        step.tools_s += await self._run_calls(step.tool_calls, self._calls_left(traj, exclude=pending))
+        step.tools_s += await self._run_calls(step.tool_calls, self._calls_left(traj, exclude=pending),
+                                              step.index)
         block = self._fit_responses(step.tool_calls, room) if room >= protocol.MIN_RESPONSE_TOKENS else None
         if block is None:
             for call in step.tool_calls:
@@ -367,3 +383,13 @@ class AgentLoop:
         traj.stop_reason = "error"
         traj.meta["error"] = f"{type(error).__name__}: {error}"
         log.error("agent.failed", error=traj.meta["error"], steps=len(traj.steps))
+
+
+def _takes_call_id(tools: ToolRunner) -> bool:
+    """Whether the runner's ``call`` accepts a ``call_id`` keyword (the ToolRunner protocol does not
+    require it: the in-process Toolbox has no use for ids)."""
+    try:
+        params = inspect.signature(tools.call).parameters
+    except (TypeError, ValueError):
+        return False
+    return "call_id" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())

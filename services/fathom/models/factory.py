@@ -48,6 +48,8 @@ def default_params(role: str, settings: Settings | None = None, **overrides: obj
 
 
 def _key(cfg: ModelRole, settings: Settings) -> tuple[object, ...]:
+    if cfg.backend == "replay":
+        return ("replay", cfg.model, cfg.latency_s, settings.web.origin)
     if cfg.backend == "transformers":
         return ("transformers", resolve_model(cfg.model, settings), cfg.device, cfg.dtype)
     key = cfg.api_key.get_secret_value() if cfg.api_key else None
@@ -58,13 +60,7 @@ def build_backend(role: str, settings: Settings | None = None) -> ModelBackend:
     """The backend for a role, shared with any other role that names the same model."""
     settings = settings or get_settings()
     cfg = role_settings(role, settings)
-    if role == "policy" and cfg.backend == "openai" and cfg.api == "chat":
-        raise ConfigError(
-            "the policy cannot use api='chat': its prompt is raw ChatML text already (assistant turn "
-            "opened inside <think>), which a chat endpoint would wrap in a second chat template, and "
-            "Qwen3's template would also drop the past thinking the protocol keeps. Use "
-            "FATHOM_POLICY__API=completions (vLLM and SGLang serve /v1/completions)"
-        )
+    _refuse_chat_policy(role, cfg)
     with _lock:
         key = _key(cfg, settings)
         backend = _cache.get(key)
@@ -78,6 +74,27 @@ def build_backend(role: str, settings: Settings | None = None) -> ModelBackend:
         return backend
 
 
+def _refuse_chat_policy(role: str, cfg: ModelRole) -> None:
+    if role == "policy" and cfg.backend == "openai" and cfg.api == "chat":
+        raise ConfigError(
+            "the policy cannot use api='chat': its prompt is raw ChatML text already (assistant turn "
+            "opened inside <think>), which a chat endpoint would wrap in a second chat template, and "
+            "Qwen3's template would also drop the past thinking the protocol keeps. Use "
+            "FATHOM_POLICY__API=completions (vLLM and SGLang serve /v1/completions)"
+        )
+
+
+def new_backend(role: str, settings: Settings) -> ModelBackend:
+    """A backend for a role that is NOT shared: the caller owns it and closes it (a service process
+    that builds its model once and closes it on stop). Same checks as ``build_backend``."""
+    cfg = role_settings(role, settings)
+    _refuse_chat_policy(role, cfg)
+    backend = _build(cfg, settings)
+    if role == "policy":
+        check_policy(backend)
+    return backend
+
+
 def check_policy(backend: ModelBackend) -> None:
     """The agent's context budget (40,960 tokens for Fathom-Search-4B) is counted in the policy's
     own tokens: a remote policy must count with its tokenizer or the server, never by estimate."""
@@ -88,6 +105,10 @@ def check_policy(backend: ModelBackend) -> None:
 
 
 def _build(cfg: ModelRole, settings: Settings) -> ModelBackend:
+    if cfg.backend == "replay":
+        from fathom.models.replay import ReplayBackend
+
+        return ReplayBackend.from_role(cfg, settings)
     if cfg.backend == "transformers":
         from fathom.models.transformers_backend import TransformersBackend
 

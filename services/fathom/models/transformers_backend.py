@@ -197,6 +197,31 @@ class TransformersBackend:
     async def chat(self, messages: list[ChatMessage], params: SamplingParams) -> Completion:
         return await self.complete(self.render_chat(messages), params)
 
+    async def score_tokens(self, token_ids: list[int], from_position: int) -> list[float]:
+        """Log-probabilities the loaded weights give to ``token_ids[from_position:]``, each given the
+        ids before it: one forward pass, on the model's own worker thread (so it never overlaps a
+        generate call). The policy service's ScoreTokens uses it for the trainer's weight-sync checks."""
+        if self._closed:
+            raise ModelError(f"backend {self.name!r} is closed")
+        if not 1 <= from_position < len(token_ids):
+            raise ModelError(f"from_position must be in [1, {len(token_ids) - 1}], got {from_position}")
+        future = self._executor.submit(self._score_tokens, list(token_ids), from_position)
+        return await asyncio.wrap_future(future)
+
+    def _score_tokens(self, ids: list[int], start: int) -> list[float]:
+        import torch
+
+        self.load()
+        vocab = int(self._model.get_output_embeddings().weight.shape[0])
+        if any(not 0 <= t < vocab for t in ids):
+            raise ModelError(f"token ids must be in [0, {vocab}) for {self.name!r}")
+        with torch.inference_mode():
+            x = torch.tensor([ids], device=self._model.device)
+            logits = self._model(input_ids=x).logits[0, start - 1:-1].float()
+            logprobs = torch.log_softmax(logits, dim=-1)
+            picked = logprobs.gather(1, x[0, start:, None]).squeeze(1)
+        return [float(v) for v in picked.tolist()]
+
     async def aclose(self) -> None:
         self._closed = True
         await asyncio.to_thread(self._executor.shutdown, True, cancel_futures=True)
