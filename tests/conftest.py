@@ -54,6 +54,10 @@ from pathlib import Path
 import pytest
 from fathom.corpus.store import Corpus
 
+# The local web's default origin (127.0.0.1:8765) is stable so stored URLs stay valid; tests run a
+# private web on a free port instead, so parallel sessions never share (and stop) each other's.
+os.environ.setdefault("FATHOM_WEB__PORT", "0")
+
 PG_HOST = "127.0.0.1"
 PG_PORT = 5432
 REDIS_PORT = 6379

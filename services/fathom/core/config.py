@@ -57,6 +57,7 @@ class ModelRole(BaseModel):
 # (FATHOM_EXTRACTOR__BACKEND=openai) keeps the role's other defaults instead of the generic ones.
 class PolicyRole(ModelRole):
     max_new_tokens: int = 8_192  # per turn, as in RAPO stage 1
+    concurrency: int = 64  # requests in flight to the policy server: vLLM batches many trajectories
 
 
 class SynthesizerRole(ModelRole):
@@ -141,6 +142,10 @@ class FetchSettings(BaseModel):
     # and more than this only makes the connection pool slower (see httpx_fetcher).
     own_origin_concurrency: int = 8
     snapshot_dir: Path | None = None  # default: data_dir / "snapshots"
+    # Where the snapshot index lives. None: a SQLite file beside the blobs (one machine; every process
+    # sharing snapshot_dir shares it). A database URL (the job store's, on PostgreSQL): the
+    # `page_snapshots` table, for workers on many machines over one shared blob volume.
+    snapshot_index_url: str | None = None
 
 
 class ExtractSettings(BaseModel):
@@ -243,6 +248,12 @@ class PlaneSettings(BaseModel):
     # How a research worker runs the policy and the synthesizer: over gRPC (PolicyService,
     # SynthesisService at the addresses above) or in its own process (tools still go over the queues).
     policy_via: Literal["grpc", "local"] = "grpc"
+    # Trajectories one policy process runs at once (each waits on the model server or its tools
+    # most of the time); the model requests among them are bounded by policy.concurrency.
+    policy_trajectories: int = Field(default=256, ge=1)
+    # Threads a plane process gives blocking work (store queries, Redis, the Celery producer) from its
+    # event loop; asyncio's default (cores + 4) queues dozens of concurrent jobs' writes behind 6.
+    io_threads: int = Field(default=64, ge=1)
     synthesis_via: Literal["grpc", "local"] = "grpc"
 
     @property

@@ -3,19 +3,32 @@
 A small HTTP/1.1 server on asyncio (keep-alive, pipelining, GET/HEAD) running in its own thread,
 so tests and local mode can use it from synchronous or asynchronous code alike. Pages are
 rendered on first request and cached; one core serves thousands of requests per second.
+
+Its origin is written into search hits, snapshots and reports, so it lives at a stable, configured
+address (``settings.web``): ``ensure_local_web`` reuses a local web already serving the same corpus
+there (``fathom serve web``, its own process, keeps one up across jobs), starts one in process when
+the port is free, and refuses a port held by anything else. ``GET /__fathom/health`` says what a
+server at that address is and which corpus it serves.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
+import http.client
+import json
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from fathom.core.errors import ConfigError
 from fathom.core.logging import get_logger
+from fathom.corpus.build import MANIFEST_FILE
 from fathom.corpus.documents import Document
 from fathom.corpus.pages import (
     ROBOTS_TXT,
@@ -27,7 +40,14 @@ from fathom.corpus.pages import (
 )
 from fathom.corpus.store import Corpus
 
+if TYPE_CHECKING:
+    from fathom.core.config import Settings
+
 log = get_logger(__name__)
+
+SERVICE_NAME = "fathom-local-web"
+HEALTH_PATH = "/__fathom/health"
+_PROBE_TIMEOUT_S = 2.0
 
 INDEX_PAGE_SIZE = 200
 _MAX_HEADER_BYTES = 64 * 1024
@@ -55,6 +75,13 @@ class LocalSite:
         self._cache: OrderedDict[str, bytes] = OrderedDict()
         self._cache_pages = cache_pages
         self._lock = threading.Lock()
+        # True in ``fathom serve web``: its URLs outlive any one job. An in-process local web stops
+        # with the command that started it (another process that reuses it should know).
+        self.standalone = False
+        try:
+            self.corpus_id = corpus_id(corpus.path)
+        except ConfigError:  # a corpus assembled in memory: no manifest to hash
+            self.corpus_id = f"{Path(corpus.path).name}:{len(self._ids)}:unbuilt"
 
     def is_js(self, doc_id: str) -> bool:
         return is_js_page(doc_id, self.js_share)
@@ -108,6 +135,10 @@ class LocalSite:
             except ValueError:
                 page = 1
             return _Response(200, self.index_page(page))
+        if path == HEALTH_PATH:
+            health = {"service": SERVICE_NAME, "corpus": self.corpus_id, "documents": len(self._ids),
+                      "standalone": self.standalone}
+            return _Response(200, json.dumps(health).encode(), "application/json")
         if path == "/robots.txt":
             return _Response(200, ROBOTS_TXT, "text/plain; charset=utf-8")
         if path.startswith("/wiki/"):
@@ -281,3 +312,98 @@ class LocalWeb:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def corpus_id(corpus_dir: Path | str) -> str:
+    """A short id of a built corpus: its folder name, document count and a hash of its manifest.
+
+    Computed from the manifest alone (without loading the documents), so a process can tell whether
+    a running local web serves the corpus it wants before it loads anything."""
+    path = Path(corpus_dir)
+    try:
+        manifest = (path / MANIFEST_FILE).read_bytes()
+        documents = int(json.loads(manifest).get("documents", 0))
+    except (OSError, ValueError, AttributeError) as exc:
+        raise ConfigError(f"{path}: not a corpus directory ({exc})") from exc
+    return f"{path.name}:{documents}:{hashlib.sha256(manifest).hexdigest()[:16]}"
+
+
+def probe_local_web(host: str, port: int, timeout_s: float = _PROBE_TIMEOUT_S) -> dict[str, object] | None:
+    """What answers ``GET /__fathom/health`` at host:port.
+
+    None: nothing listens there. A dict: the health JSON of a local web. ``ConfigError``: something
+    listens but is not a Fathom local web (another program holds the port)."""
+    conn = http.client.HTTPConnection(host, port, timeout=timeout_s)
+    try:
+        conn.request("GET", HEALTH_PATH, headers={"Connection": "close"})
+        resp = conn.getresponse()
+        body = resp.read(64 * 1024)
+        status = resp.status
+    except ConnectionRefusedError:
+        return None
+    except OSError as exc:
+        if exc.errno in (errno.ECONNREFUSED, errno.EADDRNOTAVAIL):
+            return None
+        raise _port_taken(host, port, f"it does not answer HTTP ({exc})") from exc
+    except http.client.HTTPException as exc:
+        raise _port_taken(host, port, f"it does not answer HTTP ({type(exc).__name__})") from exc
+    finally:
+        conn.close()
+    try:
+        data = json.loads(body) if status == 200 else None
+    except ValueError:
+        data = None
+    if not isinstance(data, dict) or data.get("service") != SERVICE_NAME:
+        raise _port_taken(host, port, f"it is not a Fathom local web (GET {HEALTH_PATH} gave {status})")
+    return data
+
+
+def _port_taken(host: str, port: int, why: str) -> ConfigError:
+    return ConfigError(
+        f"the local web port {host}:{port} is taken: {why}. Stop what holds it or choose another port "
+        f"with FATHOM_WEB__PORT (and FATHOM_WEB__HOST)"
+    )
+
+
+def ensure_local_web(settings: Settings, index_dir: Path) -> tuple[str, Callable[[], None] | None]:
+    """The origin of a local web serving the corpus at ``index_dir``, at ``settings.web``'s address.
+
+    Returns ``(origin, None)`` when a local web for the same corpus already answers there (a
+    ``fathom serve web`` process: URLs outlive this process), or ``(origin, stop)`` after starting
+    one in this process (the caller calls ``stop`` when done). Port 0 always starts a private one
+    on a free port (tests). Raises ``ConfigError`` naming the port and ``FATHOM_WEB__PORT`` when
+    the port is held by anything else, including a local web serving another corpus."""
+    web = settings.web
+    wanted = corpus_id(index_dir)
+    if web.port != 0:
+        origin = _reuse(web.host, web.port, wanted)
+        if origin is not None:
+            return origin, None
+    server = LocalWeb(index_dir, host=web.host, port=web.port, js_share=web.js_share)
+    try:
+        server.start()
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise ConfigError(f"cannot start the local web on {web.host}:{web.port}: {exc}") from exc
+        # Another process bound it between the probe and now (two jobs starting at once).
+        origin = _reuse(web.host, web.port, wanted)
+        if origin is None:
+            raise _port_taken(web.host, web.port, "it is in use") from exc
+        return origin, None
+    return server.base_url, server.stop
+
+
+def _reuse(host: str, port: int, wanted: str) -> str | None:
+    health = probe_local_web(host, port)
+    if health is None:
+        return None
+    if health.get("corpus") != wanted:
+        raise _port_taken(host, port, f"a local web serving another corpus ({health.get('corpus')}, "
+                                      f"not {wanted}) is there")
+    origin = f"http://{host}:{port}"
+    if health.get("standalone"):
+        log.info("local_web_reused", origin=origin, corpus=wanted)
+    else:  # it lives only as long as the command that started it: its URLs may die before ours
+        log.warning("local_web_reused_in_process", origin=origin, corpus=wanted,
+                    hint="run `fathom serve web` to keep one up")
+    return origin

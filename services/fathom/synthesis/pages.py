@@ -13,9 +13,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from fathom.agent.trajectory import ToolCall
 from fathom.core.config import FetchSettings
-from fathom.core.errors import FetchError
+from fathom.core.errors import FathomError, FetchError
 from fathom.core.logging import get_logger
 from fathom.tools.fetch.base import FetchedPage
 from fathom.tools.fetch.content import read_page
@@ -27,8 +29,8 @@ log = get_logger(__name__)
 class SnapshotPageTexts:
     """``PageTexts`` over a snapshot store: the main text of the body a call read, or None."""
 
-    def __init__(self, snapshot_dir: Path, fetch: FetchSettings) -> None:
-        self.store = SnapshotStore(snapshot_dir)
+    def __init__(self, snapshot_dir: Path, fetch: FetchSettings, index_url: str | None = None) -> None:
+        self.store = SnapshotStore(snapshot_dir, index_url=index_url)
         self.fetch = fetch
 
     def __call__(self, call: ToolCall) -> str | None:
@@ -48,7 +50,8 @@ class SnapshotPageTexts:
     def _page(self, sha: str, url: str, record: Any) -> FetchedPage | None:
         try:
             hit = self.store.latest(url)
-        except (sqlite3.Error, OSError) as exc:  # the quotes in the trace remain; say why
+        # The quotes in the trace remain; say why (a SQLite file index, a database index, a blob).
+        except (sqlite3.Error, SQLAlchemyError, FathomError, OSError, ValueError) as exc:
             log.warning("synthesis.snapshot_index_unreadable", url=url, error=str(exc))
             hit = None
         if hit is not None and hit[0].sha256 == sha:

@@ -281,6 +281,7 @@ class BrowserPool:
                 await self._ensure_browser()
                 generation = self._generation
                 slot = await self._slots.get()
+                self._report_in_use()
                 healthy = False
                 try:
                     slot.begin(url, target)
@@ -599,6 +600,11 @@ class BrowserPool:
             )
         return self._client
 
+    def _report_in_use(self) -> None:
+        from fathom.core.metrics import set_browser_in_use
+
+        set_browser_in_use(self._size - self._slots.qsize())
+
     async def _release(self, slot: _Slot, healthy: bool) -> None:
         slot.active = False  # from here on, everything the page asks for is refused
         for task in list(slot.handlers):
@@ -615,6 +621,7 @@ class BrowserPool:
             raise
         finally:
             self._slots.put_nowait(slot)
+            self._report_in_use()
             self._served += 1
             if (
                 self._served >= self._settings.browser_recycle_after

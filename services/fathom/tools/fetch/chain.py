@@ -185,7 +185,18 @@ class FetchChain:
         return self._browser
 
     async def _fetch_and_read(self, fetcher: Fetcher, url: str, deadline_s: float) -> ReadResult:
-        page = await fetcher.fetch(url, deadline_s=deadline_s)
+        from fathom.core.metrics import count_fetch
+
+        name = type(fetcher).__name__.removesuffix("Fetcher").lower() or "fetcher"
+        try:
+            page = await fetcher.fetch(url, deadline_s=deadline_s)
+        except asyncio.CancelledError:
+            count_fetch(name, "cancelled")
+            raise
+        except Exception as exc:
+            count_fetch(name, type(exc).__name__)
+            raise
+        count_fetch(name, "ok")
         # Snapshot and read in one hop off the event loop: each hop to a thread or process costs
         # about as much interpreter time as writing the snapshot itself.
         if self._extract_workers <= 0:
@@ -223,7 +234,7 @@ def snapshot_and_read(
 
 # One store per snapshot root in each extraction process (SQLite in WAL mode takes writers from
 # several processes; each process keeps its own connection).
-_WORKER_STORES: dict[Path, SnapshotStore] = {}
+_WORKER_STORES: dict[tuple[Path, str | None], SnapshotStore] = {}
 
 
 def snapshot_and_read_at(
@@ -232,9 +243,10 @@ def snapshot_and_read_at(
     """``snapshot_and_read`` for an extraction process, which opens the store by its root."""
     store = None
     if root is not None:
-        store = _WORKER_STORES.get(root)
+        key = (root, settings.snapshot_index_url)
+        store = _WORKER_STORES.get(key)
         if store is None:
-            store = _WORKER_STORES[root] = SnapshotStore(root)
+            store = _WORKER_STORES[key] = SnapshotStore(root, index_url=settings.snapshot_index_url)
     return snapshot_and_read(page, settings, store)
 
 
@@ -254,5 +266,5 @@ def build_fetch_chain(
     origins = [*settings.allow_origins, *allow_origins]
     guard = SSRFGuard(origins, allow_private=settings.allow_private)
     root = snapshot_dir or settings.snapshot_dir
-    store = SnapshotStore(root) if root is not None else None
+    store = SnapshotStore(root, index_url=settings.snapshot_index_url) if root is not None else None
     return FetchChain(settings, guard, store, extract_workers=extract_workers)
