@@ -8,7 +8,7 @@ CHROMIUM ?= /usr/bin/chromium
 DEMO_QUESTION ?= Which country is the Eiffel Tower in, and who designed it?
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup demo test lint typecheck protos bench clean-venv help
+.PHONY: setup demo test lint typecheck protos bench stack stack-down bench-plane clean-venv help
 
 help:
 	@echo "make demo   - set up everything and run one real research job (report mode)"
@@ -16,6 +16,8 @@ help:
 	@echo "make setup  - idempotent: .venv, pinned deps, Chromium, bundled model, sample corpus index"
 	@echo "make lint   - ruff + mypy"
 	@echo "make bench  - tool and research benchmarks (prints numbers)"
+	@echo "make stack  - the distributed plane on this machine: Redis, store, web, gRPC services, workers"
+	@echo "make stack-down - stop it"
 
 setup: $(STAMP) $(CHROMIUM)
 	@$(BIN)/fathom models prepare
@@ -51,6 +53,17 @@ protos: $(STAMP)
 bench: setup
 	$(BIN)/fathom bench tools
 	$(BIN)/fathom bench research
+
+# The whole distributed plane as separate OS processes (FATHOM_* settings apply; STACK_ARGS e.g.
+# --postgres postgresql://... or --replay-model). `fathom stack status` shows it, `make stack-down` stops it.
+stack: setup
+	$(BIN)/fathom stack up $(STACK_ARGS)
+
+stack-down:
+	$(BIN)/fathom stack down
+
+bench-plane: setup
+	$(BIN)/fathom bench plane
 
 clean-venv:
 	rm -rf $(VENV)

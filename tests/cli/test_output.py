@@ -38,6 +38,8 @@ JSON_COMMANDS_CHECKED_IN = {
     "corpus build": "tests/corpus/test_build.py",
     "bench tools": "tests/bench/test_bench_cli.py",
     "bench research": "tests/bench/test_bench_cli.py",
+    "bench plane": "tests/bench/test_bench_cli.py",
+    "jobs watch": "tests/plane/test_stack.py",
 }
 
 

@@ -99,3 +99,40 @@ def research(
     result = run_research_bench(get_settings(), list(SAMPLE_QUESTIONS[:questions]), mode, console=console)
     if as_json:
         _dump(result)
+
+
+@app.command("plane")
+def plane(
+    latency_s: float = typer.Option(2.0, "--latency", min=0.01, help="Replay model seconds per turn."),
+    tool_calls: int = typer.Option(200, "--tool-calls", min=10, help="Timed tool calls per side."),
+    concurrency: str = typer.Option("1,8,32,64", "--concurrency",
+                                    help="Comma-separated numbers of concurrent jobs for jobs/min."),
+    directory: Path | None = typer.Option(None, "--dir", help="Stack directory (default: a temporary one)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the numbers as JSON (lines go to stderr)."),
+) -> None:
+    """The distributed plane on its own stack: tool-call overhead, jobs/min vs ideal, lanes under load."""
+    import tempfile
+
+    from fathom.bench.plane import PlaneBench, run_plane_bench, summary_lines
+    from fathom.core.config import get_settings
+    from fathom.core.errors import FathomError
+
+    console = err_console if as_json else out_console
+    try:
+        levels = tuple(int(c) for c in concurrency.split(",") if c.strip())
+        if not levels or min(levels) < 1:
+            raise ValueError
+    except ValueError:
+        raise typer.BadParameter("expected positive numbers separated by commas, e.g. 1,8,32",
+                                 param_hint="--concurrency") from None
+    with tempfile.TemporaryDirectory(prefix="fathom-bench-plane-") as tmp:
+        try:
+            bench = PlaneBench(latency_s=latency_s, tool_calls=tool_calls, concurrency=levels)
+            result = run_plane_bench(get_settings(), directory or Path(tmp), bench)
+        except (FathomError, OSError, RuntimeError) as exc:
+            print_error(str(exc))
+            raise typer.Exit(2) from exc
+    for line in summary_lines(result):
+        console.print(line)
+    if as_json:
+        _dump(result)

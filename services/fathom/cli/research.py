@@ -1,4 +1,5 @@
-"""``fathom research``, ``fathom jobs list|show`` and ``fathom report``."""
+"""``fathom research`` (local, or ``--remote`` on the plane's gateway), the store-reading
+``fathom jobs list|show`` (added to the ``fathom jobs`` group of cli/jobs.py) and ``fathom report``."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from fathom.core.errors import FathomError
 from fathom.core.logging import configure_logging
 from fathom.research.events import ProgressEvent
 
-jobs_app = command_group("Inspect stored research jobs.")
+jobs_app = command_group("Inspect stored research jobs.")  # its commands join cli/jobs.py's group
 
 
 def _short(text: str, n: int = 70) -> str:
@@ -63,6 +64,10 @@ def research(
     mode: str = typer.Option("report", "--mode", help="search: short answer; report: answer + cited report"),
     out: Path | None = typer.Option(None, "--out", help="Folder for reports (default: data dir/reports)"),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON at the end."),
+    remote: bool = typer.Option(False, "--remote",
+                                help="Run on the plane: submit to the gateway (FATHOM_PLANE__GATEWAY_ADDRESS "
+                                     "or the running `fathom stack`) and stream its progress."),
+    lane: str = typer.Option("live", "--lane", help="--remote only: live or train"),
 ) -> None:
     """Run one research job: the search agent investigates, the synthesizer writes the report."""
     from fathom.research.runtime import LocalRuntime
@@ -71,6 +76,17 @@ def research(
     configure_logging(settings.log_level if settings.log_level != "INFO" else "WARNING", settings.log_json)
     if mode not in ("search", "report"):
         raise typer.BadParameter("mode must be 'search' or 'report'")
+    if lane not in ("live", "train"):
+        raise typer.BadParameter("lane must be 'live' or 'train'")
+    if remote:
+        from fathom.cli.jobs import client_settings, remote_research
+
+        try:
+            remote_research(question, mode, lane, client_settings(), as_json)
+        except FathomError as exc:
+            print_error(str(exc))
+            raise typer.Exit(1) from exc
+        return
 
     async def main() -> dict[str, Any]:
         async with LocalRuntime(settings, reports_dir=out) as rt:
@@ -128,7 +144,7 @@ def jobs_list(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """List recent jobs."""
-    jobs = _store().list_jobs(status=status, limit=limit)
+    jobs = _store().recent_jobs(status=status, limit=limit)
     if as_json:
         sys.stdout.write(json.dumps([_job_dict(j) for j in jobs], indent=2, default=str) + "\n")
         return
@@ -200,4 +216,3 @@ def report(job_id: str, as_json: bool = typer.Option(False, "--json")) -> None:
 def register(app: typer.Typer) -> None:
     app.command("research")(research)
     app.command("report")(report)
-    app.add_typer(jobs_app, name="jobs")

@@ -41,14 +41,20 @@ def _settings_with(search_backend: str | None) -> Settings:
 
 
 @contextlib.contextmanager
-def _sample_web(settings: Settings) -> Iterator[str]:
-    """The shipped sample corpus served on a free loopback port for the life of the command."""
+def _sample_web(settings: Settings) -> Iterator[tuple[str, bool]]:
+    """The sample corpus at the configured local web origin (``settings.web``): a running
+    ``fathom serve web`` is reused (yields ``(origin, True)``: its URLs outlive the command),
+    else one is served inside the command (``(origin, False)``)."""
     from fathom.corpus.sample import ensure_sample_index
-    from fathom.corpus.web import LocalWeb
+    from fathom.corpus.web import ensure_local_web
 
     corpus_dir = settings.search.index_dir or ensure_sample_index(settings)
-    with LocalWeb(corpus_dir, port=0) as web:
-        yield web.base_url
+    origin, stop = ensure_local_web(settings, corpus_dir)
+    try:
+        yield origin, stop is None
+    finally:
+        if stop is not None:
+            stop()
 
 
 def _emit(result: ToolResult, as_json: bool) -> None:
@@ -97,12 +103,12 @@ def search(
 
     try:
         if settings.search.backend == "local" and web is None:
-            with _sample_web(settings) as base_url:
+            with _sample_web(settings) as (base_url, lasting):
                 result = asyncio.run(run(base_url))
-            if not as_json:
+            if not as_json and not lasting:
                 err_console.print(
-                    f"[dim]local web {base_url} ran for this command only; keep one running with "
-                    "`fathom corpus serve` and pass --web, or read a hit with `fathom fetch /wiki/<id>`[/dim]"
+                    f"[dim]local web {base_url} ran for this command only; keep one running there with "
+                    "`fathom serve web`, or read a hit with `fathom fetch /wiki/<id>`[/dim]"
                 )
         else:
             result = asyncio.run(run(web.rstrip("/") if web else None))
@@ -149,7 +155,7 @@ def fetch(
 
     try:
         if url.startswith("/wiki/"):
-            with _sample_web(settings) as base_url:
+            with _sample_web(settings) as (base_url, _lasting):
                 result = asyncio.run(run(base_url + url, base_url))
         else:
             result = asyncio.run(run(url, None))
