@@ -40,6 +40,7 @@ JSON_COMMANDS_CHECKED_IN = {
     "bench research": "tests/bench/test_bench_cli.py",
     "bench plane": "tests/bench/test_bench_cli.py",
     "jobs watch": "tests/plane/test_stack.py",
+    "stack status": "tests/plane/test_stack.py",
 }
 
 

@@ -85,7 +85,8 @@ class QueueToolRunner:
             self._waiter = shared_waiter(self.settings.plane.resolved_redis_url)
         return self._waiter
 
-    async def call(self, name: str, arguments: dict[str, Any], *, call_id: str | None = None) -> ToolResult:
+    async def call(self, name: str, arguments: dict[str, Any], *, call_id: str | None = None,
+                   render: bool | None = None) -> ToolResult:
         """Validate, enqueue, await. ``call_id``: a deterministic id (e.g. ``trajectory:step:index``)
         makes a repeated call (a resumed trajectory) return the recorded result; None: a fresh uuid."""
         if not isinstance(arguments, dict):
@@ -99,6 +100,8 @@ class QueueToolRunner:
                 url = _text_arg(name, arguments, "url", MAX_URL_CHARS)
                 goal = _text_arg(name, arguments, "goal", MAX_GOAL_CHARS)
                 kwargs = {"url": url, "goal": goal}
+                if render is not None:  # ToolsService's choice; the agent's calls leave it to the chain
+                    kwargs["render"] = render
                 task, queue = "fathom.tools.query_url", "fetch"
             else:
                 known = ", ".join(s.name for s in self.specs)

@@ -158,10 +158,15 @@ def register_tasks(app: Celery) -> None:
                              lambda tb: tb.call("search_urls", args), lane_of(self))
 
     @app.task(name="fathom.tools.query_url", **_COMMON, **_RETRY, **limits("query_url"))
-    def query_url(self: Any, call_id: str, url: str, goal: str, job_id: str | None = None) -> Any:
+    def query_url(
+        self: Any, call_id: str, url: str, goal: str, job_id: str | None = None, render: bool | None = None
+    ) -> Any:
         args = {"url": url, "goal": goal}
-        return run_tool_task(runtime_for(self.app), "query_url", call_id, job_id,
-                             lambda tb: tb.call("query_url", args), lane_of(self))
+
+        def run(tb: Toolbox) -> Any:
+            return tb.call("query_url", args) if render is None else tb.query_url(url, goal, render=render)
+
+        return run_tool_task(runtime_for(self.app), "query_url", call_id, job_id, run, lane_of(self))
 
     @app.task(name="fathom.tools.fetch", **_COMMON, **_RETRY, **limits("fetch"))
     def fetch(

@@ -32,7 +32,7 @@ class QueueCaller(Protocol):
     """What the servicer needs of ``fathom.queue.runner.QueueToolRunner``."""
 
     async def call(
-        self, name: str, arguments: dict[str, Any], *, call_id: str | None = None
+        self, name: str, arguments: dict[str, Any], *, call_id: str | None = None, render: bool | None = None
     ) -> ToolResult: ...
 
     async def fetch(
@@ -126,9 +126,10 @@ class ToolsServicer(tools_pb2_grpc.ToolsServiceServicer):
     async def QueryUrl(self, request: tools_pb2.QueryUrlRequest, context: Any) -> tools_pb2.ToolResult:
         url = _text(request.url, "url", MAX_URL_CHARS)
         goal = _text(request.goal, "goal", MAX_GOAL_CHARS)
-        _render(request.render)  # validated; the query_url task decides rendering itself
+        render = _render(request.render)  # None: the fetch chain decides (browser for script-built pages)
         lane, call_id = convert.lane_from_proto(request.lane), _call_id(request.call_id)
-        result = await self._runner(lane).call("query_url", {"url": url, "goal": goal}, call_id=call_id)
+        result = await self._runner(lane).call("query_url", {"url": url, "goal": goal}, call_id=call_id,
+                                               render=render)
         return tool_result_to_proto(result, call_id)
 
     @maps_errors
