@@ -118,6 +118,7 @@ def spawn_worker(settings: Settings, *args: str, log: Path, **env: str) -> subpr
 
 class Origin:
     """A real HTTP server on loopback. ``/page/<name>`` answers a short article and counts the hit;
+    ``/slow-script`` is a page that loads ``/slow`` as a script (a browser render that never ends);
     ``/slow`` sends headers and a first chunk, then trickles a byte every 50 ms for ever, recording
     when the client went away (``closed_at``)."""
 
@@ -147,6 +148,15 @@ class Origin:
                     body = (f"<html><head><title>{self.path}</title></head><body><article><p>"
                             + "The quick brown fox jumps over the lazy dog. " * 20
                             + "</p></article></body></html>").encode()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/html; charset=utf-8")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                elif self.path == "/slow-script":
+                    # A page whose rendering waits on a script that never finishes loading.
+                    body = (b"<html><head><title>slow script</title><script src=\"/slow\"></script></head>"
+                            b"<body><p>Waiting for a script.</p></body></html>")
                     self.send_response(200)
                     self.send_header("Content-Type", "text/html; charset=utf-8")
                     self.send_header("Content-Length", str(len(body)))
