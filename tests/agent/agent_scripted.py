@@ -164,3 +164,25 @@ class InMemoryTools:
 
     async def aclose(self) -> None:
         return None
+
+
+class GatedBackend(ScriptedBackend):
+    """Scripted turns; the turn ``gate_at`` waits for ``gate`` (and notes a cancellation): a test
+    sees a step streamed while the next model call is still running, or a call being cancelled."""
+
+    def __init__(self, script: list[str], gate_at: int, **kw: Any) -> None:
+        super().__init__(script, **kw)
+        self.gate_at = gate_at
+        self.gate = asyncio.Event()
+        self.waiting = asyncio.Event()
+        self.cancelled = asyncio.Event()
+
+    async def complete(self, prompt: str, params: SamplingParams) -> Completion:
+        if len(self.requests) == self.gate_at:
+            self.waiting.set()
+            try:
+                await self.gate.wait()
+            except asyncio.CancelledError:
+                self.cancelled.set()
+                raise
+        return await super().complete(prompt, params)

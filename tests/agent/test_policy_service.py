@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_scripted import InMemoryTools, ScriptedBackend
+from agent_scripted import GatedBackend, InMemoryTools, ScriptedBackend
 from fathom.agent import protocol
 from fathom.agent.policy_service import PolicyService, SamplingOverrides, TrajectoryDone
 from fathom.agent.trajectory import Step
 from fathom.core.config import AgentSettings, Settings
 from fathom.core.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument
-from fathom.models.base import ChatMessage, Completion, SamplingParams
+from fathom.models.base import ChatMessage, SamplingParams
 from fathom.models.replay import ReplayBackend
 from fathom.tools.base import ToolResult
 
@@ -42,25 +42,6 @@ class IdTools(InMemoryTools):
         self.closed += 1
 
 
-class GatedBackend(ScriptedBackend):
-    """Scripted turns; the turn ``gate_at`` waits for ``gate`` (and notes a cancellation)."""
-
-    def __init__(self, script: list[str], gate_at: int, **kw: Any) -> None:
-        super().__init__(script, **kw)
-        self.gate_at = gate_at
-        self.gate = asyncio.Event()
-        self.waiting = asyncio.Event()
-        self.cancelled = asyncio.Event()
-
-    async def complete(self, prompt: str, params: SamplingParams) -> Completion:
-        if len(self.requests) == self.gate_at:
-            self.waiting.set()
-            try:
-                await self.gate.wait()
-            except asyncio.CancelledError:
-                self.cancelled.set()
-                raise
-        return await super().complete(prompt, params)
 
 
 def settings(concurrency: int = 8) -> Settings:

@@ -17,36 +17,16 @@ from fathom.agent.policy_service import PolicyService, SamplingOverrides, Trajec
 from fathom.agent.trajectory import Step
 from fathom.core.config import AgentSettings, Settings
 from fathom.core.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument
-from fathom.models.base import Completion, SamplingParams
 from fathom.rpc.policy_client import PolicyClient
 from fathom.rpc.servicers.policy import SERVICE_NAME, register
 
-from tests.agent.agent_scripted import InMemoryTools, ScriptedBackend
+from tests.agent.agent_scripted import GatedBackend, InMemoryTools, ScriptedBackend
 
 QUESTION = "How high is Mount Everest?"
 SEARCH = "\nSearch.\n</think>\n" + protocol.format_tool_call("search_urls", {"query": "Everest height"})
 ANSWER = "\nIt is 8,849 m.\n</think>\n\\boxed{8,849 metres}"
 
 
-class GatedBackend(ScriptedBackend):
-    """The turn ``gate_at`` waits for ``gate``; a cancellation of it is noted."""
-
-    def __init__(self, script: list[str], gate_at: int, **kw: Any) -> None:
-        super().__init__(script, **kw)
-        self.gate_at = gate_at
-        self.gate = asyncio.Event()
-        self.waiting = asyncio.Event()
-        self.cancelled = asyncio.Event()
-
-    async def complete(self, prompt: str, params: SamplingParams) -> Completion:
-        if len(self.requests) == self.gate_at:
-            self.waiting.set()
-            try:
-                await self.gate.wait()
-            except asyncio.CancelledError:
-                self.cancelled.set()
-                raise
-        return await super().complete(prompt, params)
 
 
 async def serve(start_server: Any, settings: Settings, backend: Any) -> tuple[PolicyService, PolicyClient]:

@@ -138,6 +138,7 @@ class QueueToolRunner:
         meta = dict(record.get("meta") or {})
         meta.setdefault("call_id", call_id)
         meta.setdefault("worker", record.get("worker"))
+        meta.setdefault("elapsed_s", record.get("elapsed_s", 0.0))  # the tool's own time on the worker
         return ToolResult(text=str(record.get("text", "")), ok=bool(record.get("ok")), meta=meta)
 
     async def aclose(self) -> None:
