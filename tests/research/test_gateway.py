@@ -39,6 +39,7 @@ def gateway(store: JobStore, tmp_path: Path, **plane: object) -> tuple[JobGatewa
 
 @pytest.mark.parametrize(("kwargs", "reason"), [
     ({"question": "   "}, "QUESTION_EMPTY"),
+    ({"question": "\x00\x01 ?!"}, "QUESTION_NO_TEXT"),
     ({"question": "x" * 101}, "QUESTION_TOO_LONG"),
     ({"mode": "essay"}, "MODE_UNKNOWN"),
     ({"lane": "interactive"}, "LANE_UNKNOWN"),

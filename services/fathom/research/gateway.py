@@ -54,6 +54,9 @@ def check_question(question: object, *, max_chars: int | None = None, field: str
     if not isinstance(question, str) or not question.strip():
         raise InvalidArgument(f"{field}: the question is empty", reason="QUESTION_EMPTY", field=field)
     text = question.strip()
+    if not any(ch.isalnum() for ch in text):  # control characters or punctuation alone
+        raise InvalidArgument(f"{field}: the question has no letters or digits", reason="QUESTION_NO_TEXT",
+                              field=field)
     if max_chars is not None and len(text) > max_chars:
         raise InvalidArgument(
             f"{field}: the question has {len(text)} characters, more than the {max_chars} allowed",
