@@ -191,6 +191,26 @@ class AgentSettings(BaseModel):
     min_reads: int = 1  # guided: page reads required before an answer is allowed
 
 
+class RewardSettings(BaseModel):
+    """The rewards of RAPO (FATHOM.md, "RAPO" and "The steerable step-level reward"). Every constant
+    of the paper is a setting; the defaults are the paper's."""
+
+    stage: Literal[1, 2] = 1  # 1: 0.1 * R_format + 0.9 * correct; 2: the steerable step-level reward
+    format_weight: float = 0.1
+    correct_weight: float = 0.9  # stage 1
+    correct_floor: float = 0.5  # stage 2, correct: max(1 - rho, correct_floor)
+    c1: float = 0.2  # stage 2, wrong: weight of the search-diversity term
+    c2: float = 0.2  # stage 2, wrong: weight of the page-reading term
+    cap_search: int = Field(default=8, ge=1)  # C_S
+    cap_query: int = Field(default=16, ge=1)  # C_Q
+    verifications_allowed: int = Field(default=1, ge=0)  # B_v
+    judge: Literal["llm", "exact", "f1"] = "llm"  # how an answer is judged correct
+    f1_threshold: float = Field(default=0.8, ge=0.0, le=1.0)  # judge == "f1": correct at or above
+    labeller: Literal["llm", "embedding"] = "embedding"  # step labels (stage 2)
+    judge_prompt_version: str = "v1"
+    cache: bool = True  # verdicts and labels cached on disk (cache_dir)
+
+
 class WebSettings(BaseModel):
     """The local web that serves the sample corpus (local search backend). Its origin is written into
     search hits, snapshots, trajectories and reports, so it is a stable, configured address: a job's
@@ -286,6 +306,7 @@ class Settings(BaseSettings):
     extract: ExtractSettings = Field(default_factory=ExtractSettings)
     agent: AgentSettings = Field(default_factory=AgentSettings)
     web: WebSettings = Field(default_factory=WebSettings)
+    reward: RewardSettings = Field(default_factory=RewardSettings)
     plane: PlaneSettings = Field(default_factory=PlaneSettings)
 
     serper_api_key: SecretStr | None = None  # FATHOM_SERPER_API_KEY (or SERPER_API_KEY)
