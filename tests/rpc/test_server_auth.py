@@ -10,6 +10,9 @@ import grpc
 import pytest
 from fathom.core.config import Settings
 from fathom.core.errors import ConfigError, InvalidArgument, QuotaExceeded, Unauthenticated
+from fathom.reward.judge import ExactJudge
+from fathom.reward.labels import EmbeddingLabeller
+from fathom.reward.service import RewardScorer
 from fathom.rpc.auth import current_client_id, load_tokens, match_token
 from fathom.rpc.clients import SynthesisClient, ToolsClient, channel
 from fathom.rpc.gen import reward_pb2, reward_pb2_grpc, synthesis_pb2
@@ -41,7 +44,8 @@ def _who_am_i_servicer() -> synthesis.SynthesisServicer:
 
 def _register_all(tools_servicer: tools.ToolsServicer | None = None) -> Any:
     def register(server: grpc.aio.Server) -> None:
-        reward.register(server, reward.RewardServicer())
+        reward.register(server, reward.RewardServicer(RewardScorer(ExactJudge(), EmbeddingLabeller(Settings()),
+                                                                   Settings())))
         synthesis.register(server, _who_am_i_servicer())
         if tools_servicer is not None:
             tools.register(server, tools_servicer)
@@ -118,15 +122,13 @@ async def test_auth_off_without_tokens(settings: Settings, start_server: Any) ->
     assert "client=" in report.markdown
 
 
-async def test_reward_answers_unimplemented_with_error_info(settings: Settings, start_server: Any) -> None:
+async def test_reward_scores_and_refuses_bad_requests_with_error_info(settings: Settings,
+                                                                     start_server: Any) -> None:
     running = await start_server(settings, _register_all(), NAMES)
     async with channel(settings, running.address) as ch:
         stub = reward_pb2_grpc.RewardServiceStub(ch)
-        with pytest.raises(grpc.aio.AioRpcError) as err:
-            await stub.Score(reward_pb2.ScoreRequest(question="q", answer="a"), timeout=5)
-        assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
-        assert "issue 8" in (err.value.details() or "")
-        assert error_from_rpc(err.value).reason == "NOT_IMPLEMENTED"
+        got = await stub.Score(reward_pb2.ScoreRequest(question="q", answer="a", gold_answers=["A"]), timeout=5)
+        assert (got.reward, got.verdict, got.judge_model) == (0.9, reward_pb2.VERDICT_CORRECT, "exact")
         with pytest.raises(grpc.aio.AioRpcError) as bad:
             await stub.Score(reward_pb2.ScoreRequest(stage=7), timeout=5)  # type: ignore[arg-type]
         typed = error_from_rpc(bad.value)

@@ -83,7 +83,7 @@ def test_migrate_is_idempotent_and_independent_of_cwd(db_url: str, tmp_path: Pat
         assert db.current_revision() is None
         db.migrate()
         db.migrate()
-        assert db.current_revision() == db.head_revision() == "0002"
+        assert db.current_revision() == db.head_revision() == "0003"
         assert set(inspect(db.engine).get_table_names()) >= TABLES
     finally:
         os.chdir(cwd)
@@ -108,7 +108,7 @@ def test_downgrade_to_base_and_upgrade_again(db_url: str) -> None:
     assert db.current_revision() is None
     assert not TABLES & set(inspect(db.engine).get_table_names())
     db.migrate()
-    assert db.current_revision() == "0002"
+    assert db.current_revision() == "0003"
     assert store.list_jobs() == ([], None)
     store.create_job("after")
     assert [j.question for j in store.list_jobs()[0]] == ["after"]
@@ -132,7 +132,7 @@ def test_concurrent_migrations_do_not_collide(db_url: str) -> None:
     for t in threads:
         t.join()
     assert errors == []
-    assert dbs[0].current_revision() == "0002"
+    assert dbs[0].current_revision() == "0003"
     for d in dbs:
         d.dispose()
 

@@ -430,7 +430,7 @@ def test_migration_0002_maps_old_lanes_and_keeps_old_jobs_working(db_url: str) -
                     {"id": job_id, "lane": lane, "t": datetime(2025, 1, 1)},
                 )
         db.migrate()
-        assert db.current_revision() == "0002"
+        assert db.current_revision() == "0003"
         store = JobStore(db)
         old_i, old_t = store.get_job("old-i"), store.get_job("old-t")
         assert (old_i.lane, old_t.lane) == ("live", "train")

@@ -37,6 +37,7 @@ TASK_QUEUES: dict[str, str] = {
     "fathom.tools.query_url": "fetch",
     "fathom.tools.fetch": "fetch",
     "fathom.synthesis.run": "synthesis",
+    "fathom.reward.score": "reward",
 }
 
 

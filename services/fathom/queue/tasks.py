@@ -135,6 +135,54 @@ async def fetch_page(toolbox: Toolbox, url: str, render: bool | None, limit_s: f
     return ToolResult(text=text, meta=meta)
 
 
+REWARD_TASK_LIMIT_S = 600.0  # one trajectory: a judge call, plus one labeller call per tool call at worst
+
+
+async def reward_scorer(runtime: WorkerRuntime) -> Any:
+    """The worker process's ``RewardScorer`` (judge, labeller, store), built once on its runtime and
+    closed with it, so the LLM judge's cache and the embedding model are shared by every task."""
+    async with runtime.shared_lock:
+        scorer = runtime.shared.get("reward_scorer")
+        if scorer is None:
+            from contextlib import AsyncExitStack
+
+            from fathom.models.factory import close_backends
+            from fathom.research.runtime import open_store
+            from fathom.reward.service import build_scorer
+
+            stack = AsyncExitStack()
+            stack.push_async_callback(close_backends)
+            store = getattr(runtime, "store", None) or open_store(runtime.settings, stack)
+            scorer = runtime.shared["reward_scorer"] = build_scorer(runtime.settings, store)
+            runtime.add_closer(stack.aclose)
+            log.info("reward_task.scorer_built", judge=scorer.judge.name, labeller=scorer.labeller.name)
+    return scorer
+
+
+def score_trajectory_sync(runtime: WorkerRuntime, trajectory_id: str, golds: list[str],
+                          stage: int | None) -> dict[str, Any]:
+    """Body of ``fathom.reward.score``: the stored trajectory scored and its reward stored, once."""
+
+    async def go() -> dict[str, Any]:
+        scorer = await reward_scorer(runtime)
+        result: dict[str, Any] = await scorer.score_stored(trajectory_id, golds, stage)
+        return result
+
+    return runtime.run(go(), timeout=REWARD_TASK_LIMIT_S)
+
+
+def send_reward_score(app: Celery, trajectory_id: str, golds: list[str], stage: int | None = None,
+                      lane: str = "train") -> str:
+    """Queue ``fathom.reward.score`` on ``reward.<lane>``; returns the task id. The reward lands in the
+    store (``JobStore.get_reward``): tasks keep no results."""
+    from fathom.queue.names import queue_name
+
+    target = queue_name("reward", lane)
+    kwargs = {"trajectory_id": trajectory_id, "golds": list(golds), "stage": stage}
+    result = app.send_task("fathom.reward.score", kwargs=kwargs, queue=target, routing_key=target)
+    return str(result.id)
+
+
 def lane_of(task: Any) -> str:
     """The lane a message came in on (``fetch.train`` -> ``train``), for metrics."""
     info = getattr(task.request, "delivery_info", None) or {}
@@ -194,3 +242,16 @@ def register_tasks(app: Celery) -> None:
 
         with timed_task("synthesis.run", lane_of(self)):
             return synthesize_job_sync(job_id, runtime_for(self.app))
+
+    @app.task(name="fathom.reward.score", **_COMMON, **_RETRY, soft_time_limit=REWARD_TASK_LIMIT_S,
+              time_limit=REWARD_TASK_LIMIT_S + TASK_SLACK_S)
+    def reward_score(self: Any, trajectory_id: str, golds: list[str], stage: int | None = None) -> Any:
+        """Idempotent by (trajectory, stage): a redelivered message finds the stored reward and
+        neither judges nor stores again. A request no reward can be computed for (no golds, unknown
+        stage, no such trajectory) fails the task without a retry."""
+        from fathom.core.metrics import timed_task
+
+        with timed_task("reward.score", lane_of(self)) as outcome:
+            result = score_trajectory_sync(runtime_for(self.app), trajectory_id, list(golds), stage)
+            outcome["outcome"] = "stored" if result["stored"] else "already_stored"
+            return {k: v for k, v in result.items() if k != "breakdown"}

@@ -14,6 +14,7 @@ from fathom.store.records import (
     JobInfo,
     RecordNotFound,
     ReportInfo,
+    RewardInfo,
 )
 from fathom.store.repository import JobStore
 
@@ -28,4 +29,5 @@ __all__ = [
     "JobStore",
     "RecordNotFound",
     "ReportInfo",
+    "RewardInfo",
 ]

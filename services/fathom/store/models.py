@@ -7,6 +7,9 @@ snapshots are shared provenance rows keyed by (body sha256, url): tool calls poi
 Durable jobs (the distributed plane): a job is claimed by one worker at a time with a lease
 (``worker_id`` + ``lease_expires_at``); a batch groups jobs submitted together; ``job_events`` is
 the ordered progress log of each stream (``job:<id>``, ``batch:<id>``) that ``Watch`` replays.
+
+Rewards (RAPO): a trajectory has at most one reward per stage, its full ``RewardBreakdown`` as JSON
+next to the scalar, so a redelivered scoring task stores nothing twice.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ JOB_LANES = ("live", "train")
 # Lane names before migration 0002; still accepted on input and mapped, so older callers keep working.
 LEGACY_LANES = {"interactive": "live", "training": "train"}
 MAX_PRIORITY = 9
+REWARD_STAGES = (1, 2)
 
 # Stable constraint names, so migrations can address them on every backend (SQLite batch mode too).
 NAMING = {
@@ -260,4 +264,22 @@ class JobEventRecord(Base):
     index: Mapped[int] = mapped_column(Integer)
     kind: Mapped[str] = mapped_column(String(64))
     payload: Mapped[dict[str, Any]] = mapped_column(JSONDoc, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
+
+
+class RewardRecord(Base):
+    """The reward of one trajectory at one stage; ``breakdown`` is ``RewardBreakdown.to_dict()``."""
+
+    __tablename__ = "rewards"
+    __table_args__ = (
+        CheckConstraint(f"stage IN ({', '.join(str(s) for s in REWARD_STAGES)})", name="stage"),
+        # Idempotent scoring: one reward per (trajectory, stage); its index also serves lookups.
+        UniqueConstraint("trajectory_id", "stage"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    trajectory_id: Mapped[str] = mapped_column(ForeignKey("trajectories.id", ondelete="CASCADE"))
+    stage: Mapped[int] = mapped_column(Integer)
+    reward: Mapped[float] = mapped_column(Double)
+    breakdown: Mapped[dict[str, Any]] = mapped_column(JSONDoc, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)

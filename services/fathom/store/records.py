@@ -104,3 +104,14 @@ class EventInfo:
     kind: str
     payload: dict[str, Any]
     created_at: datetime
+
+
+@dataclass(frozen=True)
+class RewardInfo:
+    """A stored reward: the scalar RAPO trains on and the breakdown that explains it."""
+
+    trajectory_id: str
+    stage: int  # 1 | 2
+    reward: float
+    breakdown: dict[str, Any]  # RewardBreakdown.to_dict()
+    created_at: datetime

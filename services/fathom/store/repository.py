@@ -35,12 +35,14 @@ from fathom.store.models import (
     JOB_STATUSES,
     LEGACY_LANES,
     MAX_PRIORITY,
+    REWARD_STAGES,
     TERMINAL_STATUSES,
     BatchRecord,
     Job,
     JobEventRecord,
     PageSnapshotRecord,
     ReportRecord,
+    RewardRecord,
     StepRecord,
     ToolCallRecord,
     TrajectoryRecord,
@@ -56,6 +58,7 @@ from fathom.store.records import (
     JobInfo,
     RecordNotFound,
     ReportInfo,
+    RewardInfo,
 )
 from fathom.store.rows import (
     export_step,
@@ -252,6 +255,22 @@ def _report_info(rep: ReportRecord) -> ReportInfo:
         paths={str(k): str(v) for k, v in (rep.paths or {}).items()},
         created_at=rep.created_at,
     )
+
+
+def _reward_info(row: RewardRecord) -> RewardInfo:
+    return RewardInfo(trajectory_id=row.trajectory_id, stage=row.stage, reward=row.reward,
+                      breakdown=dict(row.breakdown or {}), created_at=row.created_at)
+
+
+def _reward_values(breakdown: dict[str, Any]) -> tuple[int, float]:
+    """(stage, reward) of a breakdown dict, checked: a reward RAPO trains on must be a finite number
+    of a known stage, or the store refuses it rather than poisoning a batch later."""
+    stage, reward = breakdown.get("stage"), breakdown.get("reward")
+    if isinstance(stage, bool) or stage not in REWARD_STAGES:
+        raise StoreError(f"a reward breakdown needs stage in {REWARD_STAGES}, not {stage!r}")
+    if isinstance(reward, bool) or not isinstance(reward, int | float) or not math.isfinite(reward):
+        raise StoreError(f"a reward breakdown needs a finite number as reward, not {reward!r}")
+    return int(stage), float(reward)
 
 
 def _count(report: dict[str, Any], *keys: str, default: int = 0) -> int:
@@ -806,6 +825,49 @@ class JobStore:
         with self._failing_as(f"reading the report of job {job_id}"), self.db.session() as s:
             rep = s.scalar(select(ReportRecord).where(ReportRecord.job_id == job_id))
             return None if rep is None else _report_info(rep)
+
+    # -- rewards ----------------------------------------------------------------------------
+
+    def save_reward(self, trajectory_id: str, breakdown: dict[str, Any]) -> bool:
+        """Store a trajectory's reward (``RewardBreakdown.to_dict()``: its ``stage`` and ``reward``
+        fill the columns). Idempotent on (trajectory, stage): the first stored reward is kept and a
+        repeat (a redelivered task) stores nothing. Returns True when this call stored it."""
+        stage, reward = _reward_values(breakdown)
+        action = f"saving the stage-{stage} reward of trajectory {trajectory_id}"
+        with self._failing_as(action), self.db.transaction() as s:
+            if s.get(TrajectoryRecord, trajectory_id) is None:
+                raise RecordNotFound(f"{action}: no such trajectory")
+            stmt = (
+                self._insert(RewardRecord)
+                .values(trajectory_id=trajectory_id, stage=stage, reward=reward,
+                        breakdown=dict(breakdown), created_at=now())
+                .on_conflict_do_nothing(index_elements=["trajectory_id", "stage"])
+                .returning(RewardRecord.id)
+            )
+            stored = s.scalar(stmt) is not None
+        if not stored:
+            log.debug("reward_already_stored", trajectory_id=trajectory_id, stage=stage)
+        return stored
+
+    def trajectory_exists(self, trajectory_id: str) -> bool:
+        query = select(TrajectoryRecord.id).where(TrajectoryRecord.id == trajectory_id)
+        with self._failing_as(f"looking up trajectory {trajectory_id}"), self.db.session() as s:
+            return s.scalar(query) is not None
+
+    def get_rewards(self, trajectory_id: str) -> list[RewardInfo]:
+        """The trajectory's stored rewards, by stage (empty when it has none)."""
+        query = select(RewardRecord).where(RewardRecord.trajectory_id == trajectory_id).order_by(
+            RewardRecord.stage)
+        with self._failing_as(f"reading the rewards of trajectory {trajectory_id}"), self.db.session() as s:
+            return [_reward_info(r) for r in s.scalars(query)]
+
+    def get_reward(self, trajectory_id: str, stage: int) -> RewardInfo | None:
+        """The trajectory's reward at ``stage``, or None when it was not scored at that stage."""
+        query = select(RewardRecord).where(RewardRecord.trajectory_id == trajectory_id,
+                                           RewardRecord.stage == stage)
+        with self._failing_as(f"reading the rewards of trajectory {trajectory_id}"), self.db.session() as s:
+            row = s.scalar(query)
+            return None if row is None else _reward_info(row)
 
     # -- batches ----------------------------------------------------------------------------
 

@@ -25,25 +25,33 @@ _sym_db = _symbol_database.Default()
 from fathom.rpc.gen import common_pb2 as fathom_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x66\x61thom/v1/reward.proto\x12\tfathom.v1\x1a\x16\x66\x61thom/v1/common.proto\"\xa4\x01\n\x0cScoreRequest\x12\x10\n\x08question\x18\x01 \x01(\t\x12\x14\n\x0cgold_answers\x18\x02 \x03(\t\x12\x0e\n\x06\x61nswer\x18\x03 \x01(\t\x12\x1e\n\x05steps\x18\x04 \x03(\x0b\x32\x0f.fathom.v1.Step\x12%\n\x05stage\x18\x05 \x01(\x0e\x32\x16.fathom.v1.RewardStage\x12\x15\n\rtrajectory_id\x18\x06 \x01(\t\"P\n\x0cLabelledCall\x12\x0c\n\x04step\x18\x01 \x01(\x05\x12\r\n\x05index\x18\x02 \x01(\x05\x12#\n\x05label\x18\x03 \x01(\x0e\x32\x14.fathom.v1.StepLabel\"\x84\x02\n\x0fRewardBreakdown\x12\x0e\n\x06reward\x18\x01 \x01(\x01\x12\x10\n\x08r_format\x18\x02 \x01(\x01\x12#\n\x07verdict\x18\x03 \x01(\x0e\x32\x12.fathom.v1.Verdict\x12\x13\n\x0b\x65xact_match\x18\x04 \x01(\x01\x12\n\n\x02\x66\x31\x18\x05 \x01(\x01\x12\x12\n\ntool_calls\x18\x06 \x01(\x05\x12\x0b\n\x03rho\x18\x07 \x01(\x01\x12\x0b\n\x03\x64_s\x18\x08 \x01(\x05\x12\x0b\n\x03\x64_q\x18\t \x01(\x05\x12\'\n\x06labels\x18\n \x03(\x0b\x32\x17.fathom.v1.LabelledCall\x12\x13\n\x0bjudge_model\x18\x0b \x01(\t\x12\x10\n\x08labeller\x18\x0c \x01(\t*S\n\x0bRewardStage\x12\x1c\n\x18REWARD_STAGE_UNSPECIFIED\x10\x00\x12\x12\n\x0eREWARD_STAGE_1\x10\x01\x12\x12\n\x0eREWARD_STAGE_2\x10\x02*c\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x13\n\x0fVERDICT_CORRECT\x10\x01\x12\x15\n\x11VERDICT_INCORRECT\x10\x02\x12\x13\n\x0fVERDICT_UNKNOWN\x10\x03*\xbf\x01\n\tStepLabel\x12\x1a\n\x16STEP_LABEL_UNSPECIFIED\x10\x00\x12\x1c\n\x18STEP_LABEL_UNIQUE_SEARCH\x10\x01\x12\x1f\n\x1bSTEP_LABEL_REDUNDANT_SEARCH\x10\x02\x12\x1a\n\x16STEP_LABEL_EXPLORATION\x10\x03\x12\x1b\n\x17STEP_LABEL_VERIFICATION\x10\x04\x12\x1e\n\x1aSTEP_LABEL_REDUNDANT_QUERY\x10\x05\x32M\n\rRewardService\x12<\n\x05Score\x12\x17.fathom.v1.ScoreRequest\x1a\x1a.fathom.v1.RewardBreakdownb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x66\x61thom/v1/reward.proto\x12\tfathom.v1\x1a\x16\x66\x61thom/v1/common.proto\"\xa4\x01\n\x0cScoreRequest\x12\x10\n\x08question\x18\x01 \x01(\t\x12\x14\n\x0cgold_answers\x18\x02 \x03(\t\x12\x0e\n\x06\x61nswer\x18\x03 \x01(\t\x12\x1e\n\x05steps\x18\x04 \x03(\x0b\x32\x0f.fathom.v1.Step\x12%\n\x05stage\x18\x05 \x01(\x0e\x32\x16.fathom.v1.RewardStage\x12\x15\n\rtrajectory_id\x18\x06 \x01(\t\"`\n\x0cLabelledCall\x12\x0c\n\x04step\x18\x01 \x01(\x05\x12\r\n\x05index\x18\x02 \x01(\x05\x12#\n\x05label\x18\x03 \x01(\x0e\x32\x14.fathom.v1.StepLabel\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\x87\x04\n\x0fRewardBreakdown\x12\x0e\n\x06reward\x18\x01 \x01(\x01\x12\x10\n\x08r_format\x18\x02 \x01(\x01\x12#\n\x07verdict\x18\x03 \x01(\x0e\x32\x12.fathom.v1.Verdict\x12\x13\n\x0b\x65xact_match\x18\x04 \x01(\x01\x12\n\n\x02\x66\x31\x18\x05 \x01(\x01\x12\x12\n\ntool_calls\x18\x06 \x01(\x05\x12\x0b\n\x03rho\x18\x07 \x01(\x01\x12\x0b\n\x03\x64_s\x18\x08 \x01(\x05\x12\x0b\n\x03\x64_q\x18\t \x01(\x05\x12\'\n\x06labels\x18\n \x03(\x0b\x32\x17.fathom.v1.LabelledCall\x12\x13\n\x0bjudge_model\x18\x0b \x01(\t\x12\x10\n\x08labeller\x18\x0c \x01(\t\x12%\n\x05stage\x18\r \x01(\x0e\x32\x16.fathom.v1.RewardStage\x12\x0f\n\x07\x63orrect\x18\x0e \x01(\x08\x12\x34\n\x05terms\x18\x0f \x03(\x0b\x32%.fathom.v1.RewardBreakdown.TermsEntry\x12\x36\n\x06\x63ounts\x18\x10 \x03(\x0b\x32&.fathom.v1.RewardBreakdown.CountsEntry\x1a,\n\nTermsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a-\n\x0b\x43ountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01*S\n\x0bRewardStage\x12\x1c\n\x18REWARD_STAGE_UNSPECIFIED\x10\x00\x12\x12\n\x0eREWARD_STAGE_1\x10\x01\x12\x12\n\x0eREWARD_STAGE_2\x10\x02*c\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x13\n\x0fVERDICT_CORRECT\x10\x01\x12\x15\n\x11VERDICT_INCORRECT\x10\x02\x12\x13\n\x0fVERDICT_UNKNOWN\x10\x03*\xbf\x01\n\tStepLabel\x12\x1a\n\x16STEP_LABEL_UNSPECIFIED\x10\x00\x12\x1c\n\x18STEP_LABEL_UNIQUE_SEARCH\x10\x01\x12\x1f\n\x1bSTEP_LABEL_REDUNDANT_SEARCH\x10\x02\x12\x1a\n\x16STEP_LABEL_EXPLORATION\x10\x03\x12\x1b\n\x17STEP_LABEL_VERIFICATION\x10\x04\x12\x1e\n\x1aSTEP_LABEL_REDUNDANT_QUERY\x10\x05\x32M\n\rRewardService\x12<\n\x05Score\x12\x17.fathom.v1.ScoreRequest\x1a\x1a.fathom.v1.RewardBreakdownb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fathom.v1.reward_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REWARDSTAGE']._serialized_start=573
-  _globals['_REWARDSTAGE']._serialized_end=656
-  _globals['_VERDICT']._serialized_start=658
-  _globals['_VERDICT']._serialized_end=757
-  _globals['_STEPLABEL']._serialized_start=760
-  _globals['_STEPLABEL']._serialized_end=951
+  _globals['_REWARDBREAKDOWN_TERMSENTRY']._loaded_options = None
+  _globals['_REWARDBREAKDOWN_TERMSENTRY']._serialized_options = b'8\001'
+  _globals['_REWARDBREAKDOWN_COUNTSENTRY']._loaded_options = None
+  _globals['_REWARDBREAKDOWN_COUNTSENTRY']._serialized_options = b'8\001'
+  _globals['_REWARDSTAGE']._serialized_start=848
+  _globals['_REWARDSTAGE']._serialized_end=931
+  _globals['_VERDICT']._serialized_start=933
+  _globals['_VERDICT']._serialized_end=1032
+  _globals['_STEPLABEL']._serialized_start=1035
+  _globals['_STEPLABEL']._serialized_end=1226
   _globals['_SCOREREQUEST']._serialized_start=62
   _globals['_SCOREREQUEST']._serialized_end=226
   _globals['_LABELLEDCALL']._serialized_start=228
-  _globals['_LABELLEDCALL']._serialized_end=308
-  _globals['_REWARDBREAKDOWN']._serialized_start=311
-  _globals['_REWARDBREAKDOWN']._serialized_end=571
-  _globals['_REWARDSERVICE']._serialized_start=953
-  _globals['_REWARDSERVICE']._serialized_end=1030
+  _globals['_LABELLEDCALL']._serialized_end=324
+  _globals['_REWARDBREAKDOWN']._serialized_start=327
+  _globals['_REWARDBREAKDOWN']._serialized_end=846
+  _globals['_REWARDBREAKDOWN_TERMSENTRY']._serialized_start=755
+  _globals['_REWARDBREAKDOWN_TERMSENTRY']._serialized_end=799
+  _globals['_REWARDBREAKDOWN_COUNTSENTRY']._serialized_start=801
+  _globals['_REWARDBREAKDOWN_COUNTSENTRY']._serialized_end=846
+  _globals['_REWARDSERVICE']._serialized_start=1228
+  _globals['_REWARDSERVICE']._serialized_end=1305
 # @@protoc_insertion_point(module_scope)

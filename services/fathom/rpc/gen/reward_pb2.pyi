@@ -60,17 +60,33 @@ class ScoreRequest(_message.Message):
     def __init__(self, question: _Optional[str] = ..., gold_answers: _Optional[_Iterable[str]] = ..., answer: _Optional[str] = ..., steps: _Optional[_Iterable[_Union[_common_pb2.Step, _Mapping]]] = ..., stage: _Optional[_Union[RewardStage, str]] = ..., trajectory_id: _Optional[str] = ...) -> None: ...
 
 class LabelledCall(_message.Message):
-    __slots__ = ("step", "index", "label")
+    __slots__ = ("step", "index", "label", "reason")
     STEP_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
     step: int
     index: int
     label: StepLabel
-    def __init__(self, step: _Optional[int] = ..., index: _Optional[int] = ..., label: _Optional[_Union[StepLabel, str]] = ...) -> None: ...
+    reason: str
+    def __init__(self, step: _Optional[int] = ..., index: _Optional[int] = ..., label: _Optional[_Union[StepLabel, str]] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class RewardBreakdown(_message.Message):
-    __slots__ = ("reward", "r_format", "verdict", "exact_match", "f1", "tool_calls", "rho", "d_s", "d_q", "labels", "judge_model", "labeller")
+    __slots__ = ("reward", "r_format", "verdict", "exact_match", "f1", "tool_calls", "rho", "d_s", "d_q", "labels", "judge_model", "labeller", "stage", "correct", "terms", "counts")
+    class TermsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class CountsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     REWARD_FIELD_NUMBER: _ClassVar[int]
     R_FORMAT_FIELD_NUMBER: _ClassVar[int]
     VERDICT_FIELD_NUMBER: _ClassVar[int]
@@ -83,6 +99,10 @@ class RewardBreakdown(_message.Message):
     LABELS_FIELD_NUMBER: _ClassVar[int]
     JUDGE_MODEL_FIELD_NUMBER: _ClassVar[int]
     LABELLER_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    CORRECT_FIELD_NUMBER: _ClassVar[int]
+    TERMS_FIELD_NUMBER: _ClassVar[int]
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
     reward: float
     r_format: float
     verdict: Verdict
@@ -95,4 +115,8 @@ class RewardBreakdown(_message.Message):
     labels: _containers.RepeatedCompositeFieldContainer[LabelledCall]
     judge_model: str
     labeller: str
-    def __init__(self, reward: _Optional[float] = ..., r_format: _Optional[float] = ..., verdict: _Optional[_Union[Verdict, str]] = ..., exact_match: _Optional[float] = ..., f1: _Optional[float] = ..., tool_calls: _Optional[int] = ..., rho: _Optional[float] = ..., d_s: _Optional[int] = ..., d_q: _Optional[int] = ..., labels: _Optional[_Iterable[_Union[LabelledCall, _Mapping]]] = ..., judge_model: _Optional[str] = ..., labeller: _Optional[str] = ...) -> None: ...
+    stage: RewardStage
+    correct: bool
+    terms: _containers.ScalarMap[str, float]
+    counts: _containers.ScalarMap[str, int]
+    def __init__(self, reward: _Optional[float] = ..., r_format: _Optional[float] = ..., verdict: _Optional[_Union[Verdict, str]] = ..., exact_match: _Optional[float] = ..., f1: _Optional[float] = ..., tool_calls: _Optional[int] = ..., rho: _Optional[float] = ..., d_s: _Optional[int] = ..., d_q: _Optional[int] = ..., labels: _Optional[_Iterable[_Union[LabelledCall, _Mapping]]] = ..., judge_model: _Optional[str] = ..., labeller: _Optional[str] = ..., stage: _Optional[_Union[RewardStage, str]] = ..., correct: _Optional[bool] = ..., terms: _Optional[_Mapping[str, float]] = ..., counts: _Optional[_Mapping[str, int]] = ...) -> None: ...
