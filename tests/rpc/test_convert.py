@@ -24,7 +24,10 @@ def _step() -> Step:
     return Step(index=3, text="<think>x</think> \\boxed{1928}", think="x", tool_calls=calls, answer="1928",
                 token_ids=[1, 2, 3], logprobs=[-0.5, -0.25, -0.125], prompt_tokens=100, completion_tokens=3,
                 tool_response_tokens=40, finish_reason="stop", model_s=0.5, tools_s=1.75, overhead_s=0.01,
-                forced_final=True)
+                forced_final=True,
+                meta={"stop": "<tool_response>", "token_mask": [1, 0, 1],
+                      "segments": [{"kind": "sampled", "ids": [1], "logprobs": [-0.5]},
+                                   {"kind": "prefill", "ids": [2], "logprobs": None}]})
 
 
 def test_step_round_trip() -> None:
@@ -37,6 +40,15 @@ def test_step_round_trip() -> None:
         copy.raw = original.raw
     assert asdict(back) == asdict(step)
     assert convert.step_from_dict(asdict(step)) == step
+
+
+def test_step_meta_that_is_not_a_json_object_is_refused() -> None:
+    from fathom.core.errors import InvalidArgument
+    from fathom.rpc.gen import common_pb2
+
+    for bad in ("[1, 2]", "{not json", "7"):
+        with pytest.raises(InvalidArgument):
+            convert.step_from_proto(common_pb2.Step(index=0, text="t", meta_json=bad))
 
 
 def test_step_without_optional_parts() -> None:

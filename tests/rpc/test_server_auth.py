@@ -44,8 +44,8 @@ def _who_am_i_servicer() -> synthesis.SynthesisServicer:
 
 def _register_all(tools_servicer: tools.ToolsServicer | None = None) -> Any:
     def register(server: grpc.aio.Server) -> None:
-        reward.register(server, reward.RewardServicer(RewardScorer(ExactJudge(), EmbeddingLabeller(Settings()),
-                                                                   Settings())))
+        scorer = RewardScorer(ExactJudge(), EmbeddingLabeller(Settings()), Settings())
+        reward.register(server, reward.RewardServicer(scorer))
         synthesis.register(server, _who_am_i_servicer())
         if tools_servicer is not None:
             tools.register(server, tools_servicer)
@@ -127,7 +127,8 @@ async def test_reward_scores_and_refuses_bad_requests_with_error_info(settings: 
     running = await start_server(settings, _register_all(), NAMES)
     async with channel(settings, running.address) as ch:
         stub = reward_pb2_grpc.RewardServiceStub(ch)
-        got = await stub.Score(reward_pb2.ScoreRequest(question="q", answer="a", gold_answers=["A"]), timeout=5)
+        request = reward_pb2.ScoreRequest(question="q", answer="a", gold_answers=["A"])
+        got = await stub.Score(request, timeout=5)
         assert (got.reward, got.verdict, got.judge_model) == (0.9, reward_pb2.VERDICT_CORRECT, "exact")
         with pytest.raises(grpc.aio.AioRpcError) as bad:
             await stub.Score(reward_pb2.ScoreRequest(stage=7), timeout=5)  # type: ignore[arg-type]

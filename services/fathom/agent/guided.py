@@ -50,7 +50,8 @@ from fathom.agent.support import (
 )
 from fathom.agent.trajectory import Trajectory
 from fathom.core.config import AgentSettings
-from fathom.models.base import Completion, ModelBackend, SamplingParams, Usage
+from fathom.core.errors import ModelError
+from fathom.models.base import Completion, ModelBackend, SamplingParams, TokenBackend, Usage, supports_tokens
 
 Action = Literal["search_urls", "query_url", "answer"]
 
@@ -60,6 +61,20 @@ READ_PREFILL = protocol.CALL_OPEN + '\n{"name": "query_url", "arguments": {"url"
 GOAL_PREFILL = '", "goal": "'
 ACTION_PROMPT = "\nNext action:"  # side prompt for the action choice; not part of the turn text
 NO_ANSWER = "None of the pages read supports an answer to the question."
+
+# Token-exact recording (training rollouts): a turn is a list of segments, each a dict
+# {"kind", "ids", "logprobs"}, in the order the ids entered the context. Only SAMPLED_KINDS are the
+# policy's own tokens (mask 1): "sampled" was drawn from the model, "choice" is the model's pick
+# among offered strings (scored by the model in this context). Everything else (loop prefills,
+# end of turn, nudges, tool responses) is context the policy did not write (mask 0).
+SAMPLED_KINDS = frozenset({"sampled", "choice"})
+
+
+def segment(kind: str, ids: Sequence[int], logprobs: Sequence[float] | None = None) -> dict[str, Any]:
+    """One recorded piece of the token context (JSON-ready: it is stored in ``Step.meta``)."""
+    return {"kind": kind, "ids": [int(t) for t in ids],
+            "logprobs": [float(x) for x in logprobs] if logprobs is not None else None}
+
 
 _THINK_STOPS = (protocol.THINK_CLOSE, protocol.CALL_OPEN, protocol.BOXED_OPEN, *protocol.STOP_STRINGS)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -174,16 +189,28 @@ class GuidedPolicy:
     # -- one turn -----------------------------------------------------------------------------
 
     async def turn(self, backend: ModelBackend, context: str, traj: Trajectory,
-                   sampling: SamplingParams, *, final: bool = False) -> GuidedTurn:
-        """Generate one assistant turn for ``context`` (which ends inside ``<think>``)."""
-        run = _TurnWriter(backend, context, sampling)
+                   sampling: SamplingParams, *, final: bool = False,
+                   context_ids: list[int] | None = None) -> GuidedTurn:
+        """Generate one assistant turn for ``context`` (which ends inside ``<think>``).
+
+        With ``context_ids`` (the token-exact path; the backend must serve ``TokenBackend``) the
+        model is prompted with those ids plus the turn's own ids so far, and the turn is recorded as
+        segments (``GuidedTurn.segments``): its text is then exactly the text of those ids.
+        """
+        run = _TurnWriter(backend, context, sampling, context_ids)
 
         # (a) a short free thought
         thought = await run.generate("think", self.think_tokens, _THINK_STOPS)
         think = clean_think(thought) or "I will work through this step by step."
-        if think != thought.strip():
-            run.phases[-1].side = True  # cleaned up: its tokens are no longer the turn's text
-        run.prefill("think", f"\n{think}\n{protocol.THINK_CLOSE}\n\n", replaces=thought)
+        if run.keeps_thought(think, thought):
+            # Token-exact: the model's own thought (and its </think>) stay as sampled ids.
+            closed = run.last_stop == protocol.THINK_CLOSE
+            run.prefill("think", "\n\n" if closed else f"\n{protocol.THINK_CLOSE}\n\n")
+        else:
+            if think != thought.strip():
+                run.phases[-1].side = True  # cleaned up: its tokens are no longer the turn's text
+            run.prefill("think", f"\n{think}\n{protocol.THINK_CLOSE}\n\n", replaces=thought)
+        run.body_start, run.body_segment = len(run.written), len(run.segments)
 
         # (b) the action, among what is allowed now
         room = None if self.context_tokens is None else self.context_tokens - backend.count_tokens(context)
@@ -201,6 +228,10 @@ class GuidedPolicy:
         else:  # (e)
             body = await self._answer(run, traj)
 
+        if run.tokens is not None:
+            text = run.finish_body(body)
+            return GuidedTurn(completion=run.completion(text), action=action, phases=run.phases,
+                              segments=run.segments)
         text = f"\n{think}\n{protocol.THINK_CLOSE}\n\n{body}"
         return GuidedTurn(completion=run.completion(text), action=action, phases=run.phases)
 
@@ -286,15 +317,20 @@ class GuidedTurn:
     completion: Completion  # the whole turn, as if one well-formed completion
     action: Action
     phases: list[Phase] = field(default_factory=list)
+    segments: list[dict[str, Any]] | None = None  # token-exact path: the turn's ids, in order
 
     def phases_meta(self) -> list[dict[str, Any]]:
         return [asdict(p) for p in self.phases]
 
 
 class _TurnWriter:
-    """Accumulates one guided turn: prefilled text, generated pieces, their ids and timings."""
+    """Accumulates one guided turn: prefilled text, generated pieces, their ids and timings.
 
-    def __init__(self, backend: ModelBackend, context: str, sampling: SamplingParams) -> None:
+    With ``context_ids`` it also keeps the turn as token segments and prompts the model with ids
+    (``TokenBackend.complete_tokens``); ``written`` is then always the text of those ids."""
+
+    def __init__(self, backend: ModelBackend, context: str, sampling: SamplingParams,
+                 context_ids: list[int] | None = None) -> None:
         self.backend = backend
         self.context = context
         self.sampling = sampling
@@ -302,13 +338,60 @@ class _TurnWriter:
         self.phases: list[Phase] = []
         self.latency_s = 0.0
         self.prompt_tokens = 0
+        self.tokens: TokenBackend | None = None
+        if context_ids is not None:
+            if not supports_tokens(backend):
+                raise ModelError(f"{backend.name}: token-exact turns need a backend with complete_tokens")
+            self.tokens = backend  # type: ignore[assignment]
+        self.context_ids = list(context_ids or [])
+        self.segments: list[dict[str, Any]] = []
+        self.body_start = 0  # where the body (after the thought) begins: in written, in segments
+        self.body_segment = 0
+        self.last_stop: str | None = None
+        self._last_raw = ""  # text of the last generated piece (token path: with its stop string)
+        self._last_finish = "stop"
+
+    def turn_ids(self) -> list[int]:
+        return [t for s in self.segments for t in s["ids"]]
+
+    def keeps_thought(self, think: str, thought: str) -> bool:
+        """Token path: whether the sampled thought can stay as it was sampled (clean, and ended by
+        ``</think>`` or the length cap), so that the turn text is exactly its ids."""
+        if self.tokens is None or not self.segments or self.segments[-1]["kind"] != "sampled":
+            return False
+        ended = (self.last_stop == protocol.THINK_CLOSE
+                 or (self.last_stop is None and self._last_finish == "length"))
+        return (ended and bool(thought.strip()) and think == thought.strip()
+                and self._last_raw == thought + (self.last_stop or ""))
 
     def prefill(self, name: str, text: str, replaces: str | None = None) -> None:
         """Append text the policy writes. ``replaces`` drops the raw generation it cleans up."""
         if replaces is not None:
-            self.written = self.written[: len(self.written) - len(replaces)]
+            if self.tokens is not None:
+                raw = self._last_raw
+                if self.segments and self.segments[-1]["kind"] == "sampled":
+                    self.segments.pop()
+                self.written = self.written[: len(self.written) - len(raw)]
+            else:
+                self.written = self.written[: len(self.written) - len(replaces)]
         self.written += text
+        if self.tokens is not None and text:
+            self.segments.append(segment("prefill", self.tokens.tokenize(text)))
         self.phases.append(Phase(name=name, text=text, generated=False))
+
+    def finish_body(self, body: str) -> str:
+        """Token path: write the rest of the turn's body (what the policy wrote after the last model
+        piece) and return the turn text, which is exactly the text of the turn's ids."""
+        assert self.tokens is not None
+        so_far = self.written[self.body_start:]
+        if not body.startswith(so_far):  # not expected: write the whole body as policy text
+            self.segments = self.segments[: self.body_segment]
+            self.written = self.written[: self.body_start]
+            so_far = ""
+        rest = body[len(so_far):]
+        if rest:
+            self.prefill("rest", rest)
+        return self.written
 
     def note(self, name: str, text: str) -> None:
         """Record a decision of the policy that is not turn text (e.g. the entity followed)."""
@@ -316,6 +399,15 @@ class _TurnWriter:
 
     async def generate(self, name: str, max_tokens: int, stop: Sequence[str]) -> str:
         params = replace(self.sampling, max_new_tokens=max(1, max_tokens), stop=tuple(stop), choices=None)
+        if self.tokens is not None:
+            out = await self._complete_ids(self.context_ids + self.turn_ids(), params)
+            self._last_raw = self.tokens.detokenize(out.token_ids or [])
+            self.last_stop, self._last_finish = out.stop, out.finish_reason
+            self.written += self._last_raw
+            self.segments.append(segment("sampled", out.token_ids or [], out.logprobs))
+            self.phases.append(Phase(name=name, text=out.text, generated=True, token_ids=out.token_ids,
+                                     logprobs=out.logprobs))
+            return out.text
         out = await self._complete(self.context + self.written, params)
         self.written += out.text
         self.phases.append(Phase(name=name, text=out.text, generated=True, token_ids=out.token_ids,
@@ -326,10 +418,20 @@ class _TurnWriter:
         """Constrained choice in the turn's context. A side prompt, if any, is shown to the model
         but not kept. ``keep``: the choice becomes turn text (a URL in a call, say)."""
         params = replace(self.sampling, max_new_tokens=64, stop=(), choices=choices)
-        out = await self._complete(self.context + self.written + side_prompt, params)
-        text = out.text if out.text in choices else choices[0]
-        if keep:
-            self.written += text
+        if self.tokens is not None:
+            side_ids = self.tokens.tokenize(side_prompt) if side_prompt else []
+            out = await self._complete_ids(self.context_ids + self.turn_ids() + side_ids, params)
+            text = out.text if out.text in choices else choices[0]
+            if keep and text == out.text and out.token_ids:
+                self.written += self.tokens.detokenize(out.token_ids)
+                self.segments.append(segment("choice", out.token_ids, out.logprobs))
+            elif keep:
+                self.prefill(name, text)
+        else:
+            out = await self._complete(self.context + self.written + side_prompt, params)
+            text = out.text if out.text in choices else choices[0]
+            if keep:
+                self.written += text
         self.phases.append(Phase(name=name, text=text, generated=True, token_ids=out.token_ids,
                                  logprobs=out.logprobs, side=not keep))
         return text
@@ -352,7 +454,25 @@ class _TurnWriter:
             self.prompt_tokens = out.usage.prompt_tokens
         return out
 
+    async def _complete_ids(self, prompt_ids: list[int], params: SamplingParams) -> Completion:
+        assert self.tokens is not None
+        t0 = time.perf_counter()
+        out = await self.tokens.complete_tokens(prompt_ids, params)
+        self.latency_s += time.perf_counter() - t0
+        if not self.prompt_tokens:
+            self.prompt_tokens = out.usage.prompt_tokens or len(prompt_ids)
+        return out
+
     def completion(self, text: str) -> Completion:
+        if self.tokens is not None:
+            # Token path: the ids of the whole turn text, with the log-probs of the sampled ones
+            # (0.0 for policy-written ids; ``token_mask`` in the step's meta tells them apart).
+            ids = self.turn_ids()
+            turn_lps = [x for s in self.segments for x in (s["logprobs"] or [0.0] * len(s["ids"]))]
+            return Completion(text=text, finish_reason="stop",
+                              usage=Usage(prompt_tokens=self.prompt_tokens, completion_tokens=len(ids)),
+                              token_ids=ids, logprobs=turn_lps, model=self.backend.name,
+                              latency_s=self.latency_s)
         # Ids and log-probabilities only of what the model generated inside the turn text, in
         # order; side choices and cleaned-up raw thoughts were sampled from other contexts, so
         # they stay in the per-phase record (Step.meta) only. Prefilled text was never sampled.

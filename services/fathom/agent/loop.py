@@ -14,13 +14,13 @@ from dataclasses import replace
 from typing import Any
 
 from fathom.agent import protocol
-from fathom.agent.guided import GuidedPolicy
+from fathom.agent.guided import SAMPLED_KINDS, GuidedPolicy, segment
 from fathom.agent.protocol import Mode
 from fathom.agent.trajectory import Step, StopReason, ToolCall, Trajectory
 from fathom.core.config import AgentSettings
 from fathom.core.errors import FathomError, ModelError, ToolError
 from fathom.core.logging import get_logger
-from fathom.models.base import Completion, ModelBackend, SamplingParams
+from fathom.models.base import Completion, ModelBackend, SamplingParams, supports_tokens
 from fathom.tools.base import ToolResult, ToolRunner
 
 log = get_logger(__name__)
@@ -48,7 +48,7 @@ class AgentLoop:
     def __init__(self, backend: ModelBackend, tools: ToolRunner, settings: AgentSettings,
                  sampling: SamplingParams, guided: GuidedPolicy | None = None, *,
                  date: str | None = None, final_answer_tokens: int = protocol.FINAL_ANSWER_TOKENS,
-                 trajectory_id: str | None = None) -> None:
+                 trajectory_id: str | None = None, token_exact: bool | None = None) -> None:
         self.backend = backend
         self.tools = tools
         self.settings = settings
@@ -63,6 +63,15 @@ class AgentLoop:
         # same ids again, and a runner that keeps results by id (the queue plane) never runs one twice.
         self.trajectory_id = trajectory_id
         self._runner_takes_call_id = trajectory_id is not None and _takes_call_id(tools)
+        # Token-exact recording (training rollouts): the model is prompted with token ids and every
+        # id that enters the context is recorded, in order, as ``step.meta["segments"]`` (see
+        # ``guided.segment``), so a rollout is never re-tokenized. By default on when log-probs
+        # are asked for and the backend serves the token-level path.
+        if token_exact is None:
+            token_exact = sampling.logprobs and supports_tokens(backend)
+        if token_exact and not supports_tokens(backend):
+            raise ModelError(f"{backend.name}: token-exact rollouts need a backend with complete_tokens")
+        self.token_exact = bool(token_exact)
 
     # --- public ----------------------------------------------------------------------------
 
@@ -109,24 +118,26 @@ class AgentLoop:
         reserve = self._reserve()
         await self._finish_pending_calls(traj, reserve)
         context = protocol.rebuild_context(traj.prompt, traj.steps)
+        ids = self._context_ids(traj, context) if self.token_exact else None
 
         while True:
             turn = len(traj.steps)
             context_tokens = self.backend.count_tokens(context)
             traj.total_tokens = context_tokens
             if turn >= self.settings.max_turns:
-                return await self._limit_reached(traj, context, "max_turns", on_step)
+                return await self._limit_reached(traj, context, "max_turns", on_step, ids)
             if self._calls_left(traj) == 0:
-                return await self._limit_reached(traj, context, "max_tool_calls", on_step)
+                return await self._limit_reached(traj, context, "max_tool_calls", on_step, ids)
             allowance = protocol.turn_allowance(context_tokens, self.settings.max_new_tokens_per_turn,
                                                 reserve, budget)
             # A per-turn cap below MIN_TURN_TOKENS is a choice, not a budget running out.
             if allowance < min(protocol.MIN_TURN_TOKENS, self.settings.max_new_tokens_per_turn):
-                return await self._limit_reached(traj, context, "context_budget", on_step)
+                return await self._limit_reached(traj, context, "context_budget", on_step, ids)
 
             started = time.perf_counter()
-            completion, step_meta = await self._generate(context, traj, allowance, final=False)
+            completion, step_meta = await self._generate(context, traj, allowance, final=False, ids=ids)
             step = self._step(turn, completion, context_tokens, step_meta)
+            self._close_turn(step, ids)
 
             if not step.tool_calls:
                 context += step.text + protocol.END_OF_TURN
@@ -137,7 +148,7 @@ class AgentLoop:
                               and allowance < self.settings.max_new_tokens_per_turn)
                 if budget_cut and step.answer is None:
                     await self._emit(on_step, step, traj)
-                    return await self._limit_reached(traj, context, "context_budget", on_step)
+                    return await self._limit_reached(traj, context, "context_budget", on_step, ids)
                 traj.answer = self._last_answer(traj)
                 traj.stop_reason = "answered" if step.answer is not None else "no_tool_call"
                 await self._emit(on_step, step, traj)
@@ -152,7 +163,7 @@ class AgentLoop:
                 traj.steps.append(step)
                 self._time(step, started)
                 await self._emit(on_step, step, traj)
-                return await self._limit_reached(traj, context, "context_budget", on_step)
+                return await self._limit_reached(traj, context, "context_budget", on_step, ids)
 
             step.tools_s = await self._run_calls(step.tool_calls, self._calls_left(traj), turn)
             block = self._fit_responses(step.tool_calls, room)
@@ -163,9 +174,10 @@ class AgentLoop:
                 traj.steps.append(step)
                 self._time(step, started)
                 await self._emit(on_step, step, traj)
-                return await self._limit_reached(traj, context, "context_budget", on_step)
+                return await self._limit_reached(traj, context, "context_budget", on_step, ids)
             step.tool_response_tokens = self.backend.count_tokens(block)
             context += block
+            self._add_responses(step, block, ids)
             traj.steps.append(step)
             traj.total_tokens = self.backend.count_tokens(context)
             self._time(step, started)
@@ -181,11 +193,11 @@ class AgentLoop:
                                       end_tokens, self.final_answer_tokens)
 
     async def _limit_reached(self, traj: Trajectory, context: str, reason: StopReason,
-                             on_step: OnStep | None) -> None:
+                             on_step: OnStep | None, ids: list[int] | None = None) -> None:
         """A limit ends the run. The original stops right here; a final answer is forced only
         when the settings ask for it."""
         if self.settings.force_final_answer:
-            return await self._final_turn(traj, context, reason, on_step)
+            return await self._final_turn(traj, context, reason, on_step, ids)
         traj.stop_reason = reason
         traj.answer = self._last_answer(traj)
         traj.total_tokens = self.backend.count_tokens(context)
@@ -193,7 +205,7 @@ class AgentLoop:
                  answered=traj.answer is not None)
 
     async def _final_turn(self, traj: Trajectory, context: str, reason: StopReason,
-                          on_step: OnStep | None) -> None:
+                          on_step: OnStep | None, ids: list[int] | None = None) -> None:
         """One last turn after the nudge; its tool calls, if any, are not run."""
         budget = self.settings.max_context_tokens
         context += protocol.final_answer_nudge()
@@ -207,8 +219,15 @@ class AgentLoop:
             log.warning("agent.no_room_for_final_answer", context_tokens=context_tokens, budget=budget)
             return
         started = time.perf_counter()
-        completion, step_meta = await self._generate(context, traj, allowance, final=True)
+        nudge: dict[str, Any] | None = None
+        if ids is not None:
+            nudge = segment("nudge", self._tokenize(protocol.final_answer_nudge()))
+            ids.extend(nudge["ids"])
+        completion, step_meta = await self._generate(context, traj, allowance, final=True, ids=ids)
         step = self._step(len(traj.steps), completion, context_tokens, step_meta)
+        if nudge is not None:
+            step.meta["segments"].insert(0, nudge)
+        self._close_turn(step, ids)
         step.forced_final = True
         step.meta["forced_by"] = reason
         for call in step.tool_calls:
@@ -223,14 +242,25 @@ class AgentLoop:
     # --- one turn --------------------------------------------------------------------------
 
     async def _generate(self, context: str, traj: Trajectory, max_new_tokens: int,
-                        final: bool) -> tuple[Completion, dict[str, Any]]:
+                        final: bool, ids: list[int] | None = None) -> tuple[Completion, dict[str, Any]]:
+        """One turn. With ``ids`` (token-exact) the model is prompted with exactly those ids and the
+        turn's segments come back in ``meta["segments"]``."""
         if self.guided is not None:
             guided_turn = await self.guided.turn(self.backend, context, traj,
                                                  replace(self.sampling, max_new_tokens=max_new_tokens),
-                                                 final=final)
+                                                 final=final, context_ids=ids)
             completion = guided_turn.completion
             meta: dict[str, Any] = {"guided_action": guided_turn.action,
                                     "guided_phases": guided_turn.phases_meta()}
+            if ids is not None:
+                meta["segments"] = list(guided_turn.segments or [])
+        elif ids is not None:
+            params = replace(self.sampling, max_new_tokens=max_new_tokens)
+            t0 = time.perf_counter()
+            completion = await self.backend.complete_tokens(list(ids), params)  # type: ignore[attr-defined]
+            if not completion.latency_s:
+                completion = replace(completion, latency_s=time.perf_counter() - t0)
+            meta = {"segments": [segment("sampled", completion.token_ids or [], completion.logprobs)]}
         else:
             params = replace(self.sampling, max_new_tokens=max_new_tokens)
             t0 = time.perf_counter()
@@ -249,6 +279,18 @@ class AgentLoop:
             meta["format_errors"] = parsed.errors
         if parsed.stray_text:
             meta["stray_text"] = parsed.stray_text[:2_000]
+        if completion.stop:  # the stop string that ended the turn (the format reward reads it)
+            meta["stop"] = completion.stop
+        if "segments" in meta:
+            # Token-exact: the step's ids are the whole turn (sampled and loop-written, in order);
+            # token_mask says which the policy wrote, log-probs are 0.0 where it did not.
+            turn = meta["segments"]
+            token_ids = [t for sg in turn for t in sg["ids"]]
+            mask = [int(sg["kind"] in SAMPLED_KINDS) for sg in turn for _ in sg["ids"]]
+            logprobs = [x for sg in turn for x in (sg["logprobs"] if sg["kind"] in SAMPLED_KINDS
+                                                      and sg["logprobs"] else [0.0] * len(sg["ids"]))]
+            meta["token_mask"] = mask
+            completion = replace(completion, token_ids=token_ids, logprobs=logprobs)
         return Step(
             index=index, text=completion.text, think=parsed.think, tool_calls=parsed.tool_calls,
             answer=parsed.answer, token_ids=completion.token_ids, logprobs=completion.logprobs,
@@ -257,6 +299,47 @@ class AgentLoop:
                                or self.backend.count_tokens(completion.text)),
             finish_reason=completion.finish_reason, model_s=completion.latency_s, meta=meta,
         )
+
+    # --- token-exact recording ----------------------------------------------------------------
+
+    def _tokenize(self, text: str) -> list[int]:
+        return list(self.backend.tokenize(text))  # type: ignore[attr-defined]
+
+    def _context_ids(self, traj: Trajectory, context: str) -> list[int]:
+        """The ids of the context so far: the prompt's, then every recorded segment. A resumed
+        trajectory with steps recorded without segments is re-tokenized once (and says so in
+        ``meta["retokenized_steps"]``: such a rollout is not fit for training)."""
+        prompt_ids = traj.meta.get("prompt_ids")
+        if not isinstance(prompt_ids, list):
+            prompt_ids = self._tokenize(traj.prompt)
+            traj.meta["prompt_ids"] = prompt_ids
+        if any("segments" not in st.meta for st in traj.steps):
+            traj.meta["retokenized_steps"] = len(traj.steps)
+            return self._tokenize(context)
+        return list(prompt_ids) + [t for st in traj.steps for sg in st.meta["segments"] for t in sg["ids"]]
+
+    def _close_turn(self, step: Step, ids: list[int] | None) -> None:
+        """Token-exact: add the end of turn (the part the model did not sample itself) and put the
+        turn's ids into the running context."""
+        if ids is None or "segments" not in step.meta:
+            return
+        end = self._tokenize(protocol.IM_END)
+        sampled = step.meta["segments"][-1]["ids"] if step.meta["segments"] else []
+        tail = protocol.END_OF_TURN
+        if step.meta["segments"] and step.meta["segments"][-1]["kind"] in SAMPLED_KINDS \
+                and sampled[-len(end):] == end:
+            tail = protocol.END_OF_TURN[len(protocol.IM_END):]
+        step.meta["segments"].append(segment("end_of_turn", self._tokenize(tail)))
+        ids.extend(t for sg in step.meta["segments"] if sg["kind"] != "nudge" for t in sg["ids"])
+
+    def _add_responses(self, step: Step, block: str, ids: list[int] | None) -> None:
+        """Token-exact: the tool-response block (and the reopened assistant turn) as context ids."""
+        if "segments" not in step.meta:
+            return
+        seg = segment("tool_response", self._tokenize(block))
+        step.meta["segments"].append(seg)
+        if ids is not None:
+            ids.extend(seg["ids"])
 
     async def _run_calls(self, calls: list[ToolCall], calls_left: int | None, step_index: int = 0) -> float:
         """Run the well-formed calls concurrently (bounded); malformed ones answer with their
@@ -352,6 +435,8 @@ class AgentLoop:
                 call.result = None
         else:
             step.tool_response_tokens = self.backend.count_tokens(block)
+            if self.token_exact:
+                self._add_responses(step, block, None)
 
     # --- bookkeeping -----------------------------------------------------------------------
 

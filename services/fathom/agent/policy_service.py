@@ -78,11 +78,20 @@ class PolicyService:
         self.backend = backend
         self.tools_factory = tools_factory
         self.settings = settings
-        self.policy_version = policy_version or backend.name
+        self._fixed_version = policy_version
         self.agent_settings = _capped_agent_settings(backend, settings.agent)
         self.guided = _uses_guided(settings)
         self._gate = asyncio.Semaphore(max(1, settings.plane.policy_trajectories))
         self.active = 0  # trajectories running now (for metrics and tests)
+
+    @property
+    def policy_version(self) -> str:
+        """The weights now served: the backend's own version after a weight push (``load_weights``)
+        when it has one, else the fixed name this service was built with (or the backend's name)."""
+        live = getattr(self.backend, "policy_version", None)
+        if isinstance(live, str) and live:
+            return live
+        return self._fixed_version or self.backend.name
 
     # ----------------------------------------------------------------- running a trajectory
 

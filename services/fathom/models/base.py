@@ -71,3 +71,30 @@ class ModelBackend(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class TokenBackend(Protocol):
+    """The token-level path that training rollouts use: token ids in, sampled ids and their
+    log-probabilities out, so that nothing the policy saw or wrote is ever re-tokenized.
+
+    ``complete_tokens`` returns a ``Completion`` whose ``token_ids`` are every id sampled (the ids
+    of a matched stop string included, unlike ``text``) and whose ``logprobs`` are always filled,
+    one per id, whatever ``params.logprobs`` says. With ``params.choices`` the ids are those of the
+    chosen string tokenized on its own, scored after ``prompt_ids``. ``tokenize`` must agree with
+    the tokenizer the model runs (no special tokens added), ``detokenize`` with its decoding.
+    """
+
+    name: str
+
+    async def complete_tokens(self, prompt_ids: list[int], params: SamplingParams) -> Completion: ...
+
+    def tokenize(self, text: str) -> list[int]: ...
+
+    def detokenize(self, token_ids: list[int]) -> str: ...
+
+
+def supports_tokens(backend: object) -> bool:
+    """Whether ``backend`` serves the token-level path (``TokenBackend``)."""
+    names = ("complete_tokens", "tokenize", "detokenize")
+    return all(callable(getattr(backend, name, None)) for name in names)

@@ -12,8 +12,9 @@ import asyncio
 import math
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from fathom.core.errors import ModelError
@@ -26,7 +27,7 @@ log = get_logger(__name__)
 
 @dataclass
 class _Request:
-    prompt: str
+    prompt: str | list[int]  # text, or token ids (the token-level path: used as they are)
     params: SamplingParams
     future: Future[Completion]
 
@@ -82,6 +83,8 @@ class TransformersBackend:
         # values of the shared token prefix turns each re-prefill into an incremental one.
         self._prefix: tuple[list[int], Any] | None = None
         self.prefix_tokens_reused = 0
+        # Bumped by ``load_weights``: which weights answered a request (the trainer's weight sync).
+        self.weights_version = 0
         self.batches_run = 0  # generate / scoring calls made; with requests served, shows batching at work
         self.requests_served = 0
 
@@ -181,7 +184,63 @@ class TransformersBackend:
     async def complete(self, prompt: str, params: SamplingParams) -> Completion:
         return (await self.complete_batch([prompt], params))[0]
 
+    # ----------------------------------------------------------------- the token-level path
+
+    def tokenize(self, text: str) -> list[int]:
+        """Ids of ``text`` with no special tokens added: pieces of a context join by concatenation."""
+        return [int(t) for t in self.tokenizer(text, add_special_tokens=False).input_ids]
+
+    def detokenize(self, token_ids: list[int]) -> str:
+        return str(self.tokenizer.decode(list(token_ids), skip_special_tokens=False))
+
+    async def complete_tokens(self, prompt_ids: list[int], params: SamplingParams) -> Completion:
+        """Continue exactly ``prompt_ids`` (never re-tokenized); ids and log-probs always returned.
+        Batched with concurrent text requests of the same settings (``_encode`` takes either)."""
+        if not prompt_ids:
+            raise ModelError("empty prompt: there is nothing to continue")
+        return (await self._submit([list(prompt_ids)], replace(params, logprobs=True)))[0]
+
+    @property
+    def policy_version(self) -> str:
+        """The weights now loaded: the model reference, and ``@N`` after the N-th weight update."""
+        return self.name if self.weights_version == 0 else f"{self.name}@{self.weights_version}"
+
+    def load_weights(self, state_dict: Mapping[str, Any]) -> str:
+        """Copy the trainer's weights into the served model and return the new ``policy_version``.
+
+        It runs on the worker thread, between batches, so no request is served half by the old and
+        half by the new weights; the prefix KV cache is dropped (its keys and values came from the old
+        weights). Every request submitted after this returns is sampled from the new weights.
+        Blocking: from async code call it through ``asyncio.to_thread``.
+        """
+        if self._closed:
+            raise ModelError(f"backend {self.name!r} is closed")
+        return self._executor.submit(self._load_weights, dict(state_dict)).result()
+
+    def _load_weights(self, state_dict: dict[str, Any]) -> str:
+        import torch
+
+        self.load()
+        own = self._model.state_dict()
+        unknown = sorted(k for k in state_dict if k not in own)
+        if unknown:
+            raise ModelError(f"load_weights: {len(unknown)} tensors the model lacks, e.g. {unknown[:3]}")
+        with torch.no_grad():
+            for key, value in state_dict.items():
+                target = own[key]
+                if tuple(value.shape) != tuple(target.shape):
+                    raise ModelError(f"load_weights: {key} has shape {tuple(value.shape)}, "
+                                     f"the model {tuple(target.shape)}")
+                target.copy_(value.detach().to(device=target.device, dtype=target.dtype))
+        self._prefix = None
+        self.weights_version += 1
+        log.info("weights_loaded", model=self.name, version=self.weights_version, tensors=len(state_dict))
+        return self.policy_version
+
     async def complete_batch(self, prompts: list[str], params: SamplingParams) -> list[Completion]:
+        return await self._submit(list(prompts), params)
+
+    async def _submit(self, prompts: list[str | list[int]], params: SamplingParams) -> list[Completion]:
         if self._closed:
             raise ModelError(f"backend {self.name!r} is closed")
         validate_params(params)
@@ -277,8 +336,8 @@ class TransformersBackend:
         for r, result in zip(batch, results, strict=True):
             r.future.set_result(result)
 
-    def _encode(self, prompts: list[str]) -> list[list[int]]:
-        encoded = [list(self._tokenizer(p).input_ids) for p in prompts]
+    def _encode(self, prompts: list[str | list[int]]) -> list[list[int]]:
+        encoded = [list(p) if isinstance(p, list) else list(self._tokenizer(p).input_ids) for p in prompts]
         for ids in encoded:
             if not ids:
                 raise ModelError("empty prompt: there is nothing to continue")
@@ -297,7 +356,7 @@ class TransformersBackend:
         device = self._model.device
         return ids.to(device), mask.to(device)
 
-    def _generate(self, prompts: list[str], params: SamplingParams) -> list[Completion]:
+    def _generate(self, prompts: list[str | list[int]], params: SamplingParams) -> list[Completion]:
         import torch
         from transformers import (
             GenerationConfig,
@@ -460,7 +519,7 @@ class TransformersBackend:
         self._prefix = (list(prompt_ids), cache)
         return scores
 
-    def _score_choices(self, prompts: list[str], params: SamplingParams) -> list[Completion]:
+    def _score_choices(self, prompts: list[str | list[int]], params: SamplingParams) -> list[Completion]:
         """Pick, for each prompt, the choice with the highest total log-likelihood (one forward pass)."""
         import torch
 

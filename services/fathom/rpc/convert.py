@@ -132,8 +132,28 @@ def step_to_proto(step: Step) -> common_pb2.Step:
         prompt_tokens=step.prompt_tokens, completion_tokens=step.completion_tokens,
         tool_response_tokens=step.tool_response_tokens, finish_reason=step.finish_reason,
         model_s=step.model_s, tools_s=step.tools_s, overhead_s=step.overhead_s,
-        forced_final=step.forced_final,
+        forced_final=step.forced_final, meta_json=_meta_json(step.meta),
     )
+
+
+def _meta_json(meta: Mapping[str, Any] | None) -> str:
+    if not meta:
+        return ""
+    return json.dumps(meta, ensure_ascii=False, default=str, allow_nan=False)
+
+
+def _meta_from_json(text: str) -> dict[str, Any]:
+    """A step's meta from the wire; anything that is not a JSON object is refused (INVALID_ARGUMENT)."""
+    if not text:
+        return {}
+    try:
+        meta = json.loads(text)
+    except ValueError:
+        meta = None
+    if not isinstance(meta, dict):
+        raise InvalidArgument("step meta_json must be a JSON object", reason="BAD_STEP_META",
+                              field="meta_json")
+    return meta
 
 
 def step_from_proto(msg: common_pb2.Step) -> Step:
@@ -144,7 +164,7 @@ def step_from_proto(msg: common_pb2.Step) -> Step:
         prompt_tokens=msg.prompt_tokens, completion_tokens=msg.completion_tokens,
         tool_response_tokens=msg.tool_response_tokens, finish_reason=msg.finish_reason or "stop",
         model_s=msg.model_s, tools_s=msg.tools_s, overhead_s=msg.overhead_s,
-        forced_final=msg.forced_final,
+        forced_final=msg.forced_final, meta=_meta_from_json(msg.meta_json),
     )
 
 

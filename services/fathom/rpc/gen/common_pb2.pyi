@@ -98,7 +98,7 @@ class ToolCall(_message.Message):
     def __init__(self, index: _Optional[int] = ..., name: _Optional[str] = ..., arguments_json: _Optional[str] = ..., error: _Optional[str] = ..., result: _Optional[str] = ..., ok: _Optional[bool] = ..., elapsed_s: _Optional[float] = ..., snapshot_sha256: _Optional[str] = ...) -> None: ...
 
 class Step(_message.Message):
-    __slots__ = ("index", "text", "think", "tool_calls", "answer", "token_ids", "logprobs", "prompt_tokens", "completion_tokens", "tool_response_tokens", "finish_reason", "model_s", "tools_s", "overhead_s", "forced_final")
+    __slots__ = ("index", "text", "think", "tool_calls", "answer", "token_ids", "logprobs", "prompt_tokens", "completion_tokens", "tool_response_tokens", "finish_reason", "model_s", "tools_s", "overhead_s", "forced_final", "meta_json")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     THINK_FIELD_NUMBER: _ClassVar[int]
@@ -114,6 +114,7 @@ class Step(_message.Message):
     TOOLS_S_FIELD_NUMBER: _ClassVar[int]
     OVERHEAD_S_FIELD_NUMBER: _ClassVar[int]
     FORCED_FINAL_FIELD_NUMBER: _ClassVar[int]
+    META_JSON_FIELD_NUMBER: _ClassVar[int]
     index: int
     text: str
     think: str
@@ -129,7 +130,8 @@ class Step(_message.Message):
     tools_s: float
     overhead_s: float
     forced_final: bool
-    def __init__(self, index: _Optional[int] = ..., text: _Optional[str] = ..., think: _Optional[str] = ..., tool_calls: _Optional[_Iterable[_Union[ToolCall, _Mapping]]] = ..., answer: _Optional[str] = ..., token_ids: _Optional[_Iterable[int]] = ..., logprobs: _Optional[_Iterable[float]] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., tool_response_tokens: _Optional[int] = ..., finish_reason: _Optional[str] = ..., model_s: _Optional[float] = ..., tools_s: _Optional[float] = ..., overhead_s: _Optional[float] = ..., forced_final: _Optional[bool] = ...) -> None: ...
+    meta_json: str
+    def __init__(self, index: _Optional[int] = ..., text: _Optional[str] = ..., think: _Optional[str] = ..., tool_calls: _Optional[_Iterable[_Union[ToolCall, _Mapping]]] = ..., answer: _Optional[str] = ..., token_ids: _Optional[_Iterable[int]] = ..., logprobs: _Optional[_Iterable[float]] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., tool_response_tokens: _Optional[int] = ..., finish_reason: _Optional[str] = ..., model_s: _Optional[float] = ..., tools_s: _Optional[float] = ..., overhead_s: _Optional[float] = ..., forced_final: _Optional[bool] = ..., meta_json: _Optional[str] = ...) -> None: ...
 
 class PageRequest(_message.Message):
     __slots__ = ("page_size", "page_token")
