@@ -1,0 +1,46 @@
+"""``fathom train rapo --config FILE``: a RAPO run from a YAML config (resumes from its last checkpoint)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import typer
+
+from fathom.cli.output import command_group, err_console
+
+app = command_group("Training: RAPO on TRL + accelerate.")
+
+
+@app.command("rapo")
+def rapo(
+    config: Path = typer.Option(..., "--config", exists=True, dir_okay=False, help="YAML run config."),
+    max_steps: int | None = typer.Option(None, "--max-steps", min=1, help="Override rapo.max_steps."),
+    seed: int | None = typer.Option(None, "--seed", help="Override seed."),
+    output_dir: Path | None = typer.Option(None, "--output-dir", help="Override output_dir."),
+) -> None:
+    """Train; metrics go to <output_dir>/metrics.jsonl and TensorBoard, checkpoints to checkpoints/."""
+    from fathom.core.config import Settings
+    from fathom.training.config import load_config
+    from fathom.training.trainer import DirectRollouts, RapoTrainer, load_policy
+
+    overrides: dict[str, object] = {}
+    if max_steps is not None:
+        overrides["rapo.max_steps"] = max_steps
+    if seed is not None:
+        overrides["seed"] = seed
+    if output_dir is not None:
+        overrides["output_dir"] = str(output_dir)
+    cfg = load_config(config, overrides)
+    settings = Settings.model_validate(cfg.settings)
+    if cfg.rollout.kind != "direct":
+        err_console.print("[red]rollout.kind 'agent' needs the policy-service weight push "
+                          "(training/rollouts.py); not wired yet[/red]")
+        raise typer.Exit(2)
+    model, tokenizer = load_policy(cfg, settings)
+    source = DirectRollouts(model, tokenizer, cfg)
+    trainer = RapoTrainer(cfg, source, model, tokenizer)
+    source.model = trainer.accelerator.unwrap_model(trainer.model)
+    rows = asyncio.run(trainer.run())
+    err_console.print(f"done: {len(rows)} steps this run, step {trainer.state.step}, "
+                      f"checkpoint {trainer.latest_checkpoint()}")
