@@ -12,7 +12,17 @@ from fathom.core.config import Settings
 from fathom.training.config import RunConfig, load_config
 from fathom.training.data import Prompt, PromptSchedule, load_prompts
 from fathom.training.metrics import read_metrics
-from fathom.training.trainer import DirectRollouts, RapoTrainer, direct_reward, load_policy
+from fathom.training.trainer import (
+    AgentRollouts,
+    DirectRollouts,
+    RapoTrainer,
+    WeightSyncUnavailable,
+    build_rollout_source,
+    completion_logprobs,
+    direct_reward,
+    load_policy,
+    rollout_settings,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -58,6 +68,90 @@ def test_direct_reward_by_hand() -> None:
 def test_smoke_config_parses() -> None:
     cfg = load_config(REPO / "configs" / "rapo-smoke.yaml", {"rapo.max_steps": 1})
     assert cfg.rapo.max_steps == 1 and cfg.model.startswith("bundled:")
+    assert cfg.rollout.kind == "agent" and cfg.rollout.policy == "inprocess"
+
+
+def _agent_config(out: Path, **rollout: object) -> RunConfig:
+    return RunConfig.model_validate({
+        "output_dir": str(out), "tensorboard": False, "seed": 1, "torch_threads": 2,
+        "reward_stage": 2, "judge": "exact",
+        "data": {"sources": ["closed:hotpotqa_train.json"], "level": "easy", "limit": 1},
+        "rapo": {"group_size": 3, "batch_prompts": 1, "minibatch_size": 3, "max_steps": 1,
+                 "learning_rate": 1e-4},
+        "rollout": {"kind": "agent", "guided": True, "temperature": 1.0, "max_new_tokens": 32,
+                    "max_turns": 3, "max_tool_calls": 3, "max_context_tokens": 2000, **rollout},
+        "settings": {"search": {"backend": "local"}, "web": {"port": 0}},  # a private local web
+    })
+
+
+def test_rollout_settings_write_the_run_budget_and_reward_choice(tmp_path: Path) -> None:
+    cfg = _agent_config(tmp_path)
+    s = rollout_settings(cfg, Settings.model_validate(cfg.settings))
+    assert s.agent.guided and "guided" in s.agent.model_fields_set  # followed, not the weak-model rule
+    assert (s.agent.max_turns, s.agent.guided_max_turns, s.agent.max_new_tokens_per_turn) == (3, 3, 32)
+    assert (s.agent.max_tool_calls, s.agent.max_context_tokens) == (3, 2000)
+    assert (s.reward.stage, s.reward.judge) == (2, "exact")
+
+
+def test_rollout_seeds_are_distinct_per_step_prompt_and_member(tmp_path: Path) -> None:
+    cfg = _agent_config(tmp_path)
+    source = AgentRollouts(cfg, Settings.model_validate(cfg.settings))
+    G = 3
+    seeds = [source.sampling(step, j, G).seed + i for step in range(4) for j in range(5) for i in range(G)]
+    assert len(set(seeds)) == len(seeds)  # group_rollouts adds i to the group's base seed
+    s = source.sampling(2, 1, G)
+    assert s.repetition_penalty == 1.0 and s.logprobs and s.temperature == 1.0  # the trainer's distribution
+    assert source.sampling(2, 1, G) == s  # a resumed run draws the same rollouts
+
+
+def test_grpc_policy_is_refused_for_training(tmp_path: Path) -> None:
+    cfg = _agent_config(tmp_path, policy="grpc")
+    with pytest.raises(WeightSyncUnavailable, match="weight-sync endpoint"):
+        asyncio.run(build_rollout_source(cfg, Settings(), torch.nn.Linear(1, 1), None))
+    source = AgentRollouts(cfg, Settings())
+    with pytest.raises(WeightSyncUnavailable):
+        asyncio.run(source.push_weights(torch.nn.Linear(1, 1), 1))
+
+
+@pytest.mark.slow
+def test_one_agent_step_pushes_weights_and_the_next_rollouts_carry_them(tmp_path: Path) -> None:
+    """One real RAPO step on agent rollouts (policy service, real toolbox over the local web, stage-2
+    reward); then the rollout policy serves the trainer's weights: its policy_version moved, the next
+    rollouts carry it, and it scores a sampled sequence exactly as the trainer's model does. (Whether
+    this one step has a gradient depends on the sampled rewards differing within the group; the
+    direct-rollout test below proves real updates.)"""
+    cfg = _agent_config(tmp_path / "run")
+    settings = Settings.model_validate(cfg.settings)
+
+    async def go() -> None:
+        model, tok = load_policy(cfg, settings)
+        source = await build_rollout_source(cfg, settings, model, tok)
+        assert isinstance(source, AgentRollouts)
+        try:
+            trainer = RapoTrainer(cfg, source, model, tok)
+            trained = trainer.accelerator.unwrap_model(trainer.model)
+            before = {k: v.detach().clone() for k, v in trained.state_dict().items()}
+            version0 = source.policy.policy_version
+            rows = await trainer.run()
+            row = rows[0]
+            assert row["rollout_policy_version"] == version0 and row["tool_calls"] > 0
+            after = trained.state_dict()
+            changed = any(not torch.equal(before[k], after[k]) for k in before)
+            assert changed == (row["groups_nonzero_std"] > 0), row  # a gradient exactly when rewards differ
+            version1 = source.policy.policy_version
+            assert version1 != version0 and version1.endswith("@1")
+            groups = await source.rollouts(list(trainer.schedule.prompts.values())[:1], 1, step=1)
+            r = groups[0][0]
+            assert r.policy_version == version1
+            # The served weights are the trainer's: same log-probs of the sampled tokens.
+            served = await source.backend.score_tokens(r.prompt_ids + r.completion_ids, len(r.prompt_ids))
+            ours = completion_logprobs(trained, [r], 1.0, int(tok.pad_token_id))[0][0].tolist()
+            sampled = [i for i, m in enumerate(r.mask) if m]
+            assert [served[i] for i in sampled] == pytest.approx([ours[i] for i in sampled], abs=1e-3)
+        finally:
+            await source.aclose()
+
+    asyncio.run(go())
 
 
 def _config(out: Path, max_steps: int) -> RunConfig:

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from fathom.cli.output import command_group, err_console
+
+if TYPE_CHECKING:
+    from fathom.core.config import Settings
+    from fathom.training.config import RunConfig
+    from fathom.training.trainer import RapoTrainer
 
 app = command_group("Training: RAPO on TRL + accelerate.")
 
@@ -22,7 +28,7 @@ def rapo(
     """Train; metrics go to <output_dir>/metrics.jsonl and TensorBoard, checkpoints to checkpoints/."""
     from fathom.core.config import Settings
     from fathom.training.config import load_config
-    from fathom.training.trainer import DirectRollouts, RapoTrainer, load_policy
+    from fathom.training.trainer import WeightSyncUnavailable
 
     overrides: dict[str, object] = {}
     if max_steps is not None:
@@ -33,14 +39,26 @@ def rapo(
         overrides["output_dir"] = str(output_dir)
     cfg = load_config(config, overrides)
     settings = Settings.model_validate(cfg.settings)
-    if cfg.rollout.kind != "direct":
-        err_console.print("[red]rollout.kind 'agent' needs the policy-service weight push "
-                          "(training/rollouts.py); not wired yet[/red]")
-        raise typer.Exit(2)
-    model, tokenizer = load_policy(cfg, settings)
-    source = DirectRollouts(model, tokenizer, cfg)
-    trainer = RapoTrainer(cfg, source, model, tokenizer)
-    source.model = trainer.accelerator.unwrap_model(trainer.model)
-    rows = asyncio.run(trainer.run())
+    try:
+        trainer, rows = asyncio.run(_train(cfg, settings))
+    except WeightSyncUnavailable as exc:
+        err_console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
     err_console.print(f"done: {len(rows)} steps this run, step {trainer.state.step}, "
                       f"checkpoint {trainer.latest_checkpoint()}")
+
+
+async def _train(cfg: RunConfig, settings: Settings) -> tuple[RapoTrainer, list[dict[str, Any]]]:
+    """Build the rollout source (agent: policy service, tools, reward scorer), train, close it."""
+    from fathom.training.trainer import DirectRollouts, RapoTrainer, build_rollout_source, load_policy
+
+    model, tokenizer = load_policy(cfg, settings)
+    source = await build_rollout_source(cfg, settings, model, tokenizer)
+    try:
+        trainer = RapoTrainer(cfg, source, model, tokenizer)
+        if isinstance(source, DirectRollouts):  # samples from the trainer's own (prepared) model
+            source.model = trainer.accelerator.unwrap_model(trainer.model)
+        rows = await trainer.run()
+    finally:
+        await source.aclose()
+    return trainer, rows

@@ -67,6 +67,13 @@ class RolloutConfig(_Strict):
     max_tool_calls: int = Field(default=32, ge=1)
     max_context_tokens: int = Field(default=40_960, ge=256)
     guided: bool = False  # agent: guided prefills (their tokens are masked out of the loss)
+    # agent: where the policy runs. "inprocess": a PolicyService over a second copy of the model in
+    # this process, which receives the trainer's weights after every update. "grpc": a running
+    # policy service (train lane) at ``policy_address``; usable for rollouts only, since the plane
+    # has no weight-sync endpoint yet, so a training run refuses it before any work starts.
+    policy: Literal["inprocess", "grpc"] = "inprocess"
+    policy_address: str | None = None  # grpc: None = settings.plane.policy_address
+    seeded: bool = True  # agent: seed every rollout from (seed, step, prompt, i) (runs them one at a time)
     # direct: what is rewarded. "format": 0.1 * R_format-like tag check + 0.9 * exact match;
     # "exact": exact match of the boxed answer only.
     direct_reward: Literal["format", "exact", "f1"] = "format"
