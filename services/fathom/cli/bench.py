@@ -136,3 +136,30 @@ def plane(
         console.print(line)
     if as_json:
         _dump(result)
+
+
+@app.command("rollouts")
+def rollouts(
+    latency_s: float = typer.Option(0.5, "--latency", min=0.0, help="Replay model seconds per turn."),
+    prompts: int = typer.Option(2, "--prompts", min=1, help="Prompts per measured batch."),
+    group_size: int = typer.Option(2, "--group", min=1, help="G rollouts per prompt."),
+    bundled: bool = typer.Option(True, "--bundled/--no-bundled",
+                                 help="Also one RAPO step on the bundled model."),
+    as_json: bool = typer.Option(False, "--json", help="Print the numbers as JSON (lines go to stderr)."),
+) -> None:
+    """Rollouts per hour and the model / tools / reward / trainer split (replay model, bundled model)."""
+    from fathom.bench.rollouts import RolloutBench, run_rollouts_bench, summary_lines
+    from fathom.core.config import get_settings
+    from fathom.core.errors import FathomError
+
+    console = err_console if as_json else out_console
+    try:
+        result = run_rollouts_bench(get_settings(), RolloutBench(latency_s=latency_s, prompts=prompts,
+                                                                 group_size=group_size, bundled=bundled))
+    except (FathomError, OSError, RuntimeError) as exc:
+        print_error(str(exc))
+        raise typer.Exit(2) from exc
+    for line in summary_lines(result):
+        console.print(line)
+    if as_json:
+        _dump(result)
