@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from fathom.bench.rollouts import RolloutBench, replay_rollouts, split, summary_lines
@@ -23,3 +28,17 @@ def test_replay_rollouts_real_tools_and_reward() -> None:
     assert r["model_s"] == pytest.approx(r["turns"] * 0.05)
     assert sum(r["share"].values()) == pytest.approx(1.0)
     assert "replay" in summary_lines({"replay": r})[0]
+
+
+def test_bench_rollouts_cli_prints_the_json_document_alone(tmp_path: Path) -> None:
+    """The real command (replay model only, tiny counts): stdout is the JSON document alone."""
+    env = {**os.environ, "FATHOM_DATA_DIR": str(tmp_path / "data"), "COLUMNS": "40"}
+    done = subprocess.run(
+        [sys.executable, "-m", "fathom.cli.main", "bench", "rollouts", "--no-bundled", "--latency", "0.05",
+         "--prompts", "1", "--group", "2", "--json"],
+        capture_output=True, text=True, env=env, timeout=300, check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    replay = json.loads(done.stdout)["replay"]
+    assert replay["rollouts"] == 2 and replay["turns"] > 0
+    assert sum(replay["share"].values()) == pytest.approx(1.0)

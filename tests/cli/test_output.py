@@ -39,6 +39,7 @@ JSON_COMMANDS_CHECKED_IN = {
     "bench tools": "tests/bench/test_bench_cli.py",
     "bench research": "tests/bench/test_bench_cli.py",
     "bench plane": "tests/bench/test_bench_cli.py",
+    "bench rollouts": "tests/bench/test_bench_rollouts.py",
     "jobs watch": "tests/plane/test_stack.py",
     "stack status": "tests/plane/test_stack.py",
 }
