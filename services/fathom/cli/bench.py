@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -115,9 +116,7 @@ def plane(
 
     from fathom.bench.plane import PlaneBench, run_plane_bench, summary_lines
     from fathom.core.config import get_settings
-    from fathom.core.errors import FathomError
 
-    console = err_console if as_json else out_console
     try:
         levels = tuple(int(c) for c in concurrency.split(",") if c.strip())
         if not levels or min(levels) < 1:
@@ -125,13 +124,27 @@ def plane(
     except ValueError:
         raise typer.BadParameter("expected positive numbers separated by commas, e.g. 1,8,32",
                                  param_hint="--concurrency") from None
-    with tempfile.TemporaryDirectory(prefix="fathom-bench-plane-") as tmp:
-        try:
-            bench = PlaneBench(latency_s=latency_s, tool_calls=tool_calls, concurrency=levels)
-            result = run_plane_bench(get_settings(), directory or Path(tmp), bench)
-        except (FathomError, OSError, RuntimeError) as exc:
-            print_error(str(exc))
-            raise typer.Exit(2) from exc
+    bench = PlaneBench(latency_s=latency_s, tool_calls=tool_calls, concurrency=levels)
+
+    def run() -> dict[str, Any]:
+        with tempfile.TemporaryDirectory(prefix="fathom-bench-plane-") as tmp:
+            return run_plane_bench(get_settings(), directory or Path(tmp), bench)
+
+    _run_and_print(run, summary_lines, as_json)
+
+
+def _run_and_print(run: Callable[[], dict[str, Any]],
+                   summary_lines: Callable[[dict[str, Any]], Sequence[str]], as_json: bool) -> None:
+    """A bench that starts its own processes: a failure is one clear line (exit 2); its summary lines
+    go to stdout, or to stderr when stdout holds the JSON document."""
+    from fathom.core.errors import FathomError
+
+    try:
+        result = run()
+    except (FathomError, OSError, RuntimeError) as exc:
+        print_error(str(exc))
+        raise typer.Exit(2) from exc
+    console = err_console if as_json else out_console
     for line in summary_lines(result):
         console.print(line)
     if as_json:
@@ -150,16 +163,6 @@ def rollouts(
     """Rollouts per hour and the model / tools / reward / trainer split (replay model, bundled model)."""
     from fathom.bench.rollouts import RolloutBench, run_rollouts_bench, summary_lines
     from fathom.core.config import get_settings
-    from fathom.core.errors import FathomError
 
-    console = err_console if as_json else out_console
-    try:
-        result = run_rollouts_bench(get_settings(), RolloutBench(latency_s=latency_s, prompts=prompts,
-                                                                 group_size=group_size, bundled=bundled))
-    except (FathomError, OSError, RuntimeError) as exc:
-        print_error(str(exc))
-        raise typer.Exit(2) from exc
-    for line in summary_lines(result):
-        console.print(line)
-    if as_json:
-        _dump(result)
+    bench = RolloutBench(latency_s=latency_s, prompts=prompts, group_size=group_size, bundled=bundled)
+    _run_and_print(lambda: run_rollouts_bench(get_settings(), bench), summary_lines, as_json)
