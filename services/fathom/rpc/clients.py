@@ -9,14 +9,13 @@ Client methods raise the typed ``fathom.core.errors`` a failed call stands for (
 from __future__ import annotations
 
 import builtins
-import uuid
 from collections.abc import AsyncIterator, Awaitable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
-import structlog
 
 from fathom.core.config import Settings
+from fathom.core.logging import bind_trace, current_trace_id
 from fathom.rpc import convert
 from fathom.rpc.gen import (
     research_pb2,
@@ -40,12 +39,7 @@ T = TypeVar("T")
 
 def trace_id() -> str:
     """The trace id bound in this context, or a new one (bound from now on)."""
-    bound = structlog.contextvars.get_contextvars().get("trace_id")
-    if bound:
-        return str(bound)
-    new = uuid.uuid4().hex
-    structlog.contextvars.bind_contextvars(trace_id=new)
-    return new
+    return current_trace_id() or bind_trace()
 
 
 def _metadata(details: Any, token: str | None) -> Any:

@@ -15,7 +15,6 @@ import inspect
 import re
 import signal
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -27,14 +26,13 @@ from grpc_reflection.v1alpha import reflection
 
 from fathom.core.config import Settings
 from fathom.core.errors import ConfigError
-from fathom.core.logging import get_logger
+from fathom.core.logging import bind_trace, get_logger
 from fathom.rpc.auth import AuthInterceptor, load_tokens, wrap_handler
 from fathom.rpc.tls import server_credentials
 
 log = get_logger(__name__)
 
 TRACE_KEY = "x-fathom-trace-id"
-_TRACE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _ADDRESS = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+|\*)?:(?P<port>\d{1,5})$")
 
 Hook = Callable[[], Awaitable[Any] | Any]
@@ -60,16 +58,17 @@ class TraceIdInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
-        trace_id = ""
+        trace_id: str | None = None
         for key, value in handler_call_details.invocation_metadata or ():
             if key == TRACE_KEY:
                 trace_id = value.decode() if isinstance(value, bytes) else str(value)
-        if not _TRACE_ID.match(trace_id):  # never log whatever a caller put there
-            trace_id = uuid.uuid4().hex
         method = handler_call_details.method
 
         def bind() -> None:
-            structlog.contextvars.bind_contextvars(trace_id=trace_id, rpc=method)
+            # The one trace-id rule (core.logging): a caller's id is checked before it reaches a log
+            # line, and replaced by a new one when it is not a valid id.
+            bind_trace(trace_id)
+            structlog.contextvars.bind_contextvars(rpc=method)
 
         return wrap_handler(handler, bind)
 
