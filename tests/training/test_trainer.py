@@ -4,27 +4,40 @@ resumed run that continues with the same data order, replay buffer and weights a
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 from fathom.core.config import Settings
+from fathom.training.agent_rollouts import (
+    AgentRollouts,
+    WeightSyncUnavailable,
+    build_rollout_source,
+    rollout_settings,
+)
 from fathom.training.config import RunConfig, load_config
 from fathom.training.data import Prompt, PromptSchedule, load_prompts
 from fathom.training.metrics import read_metrics
 from fathom.training.trainer import (
-    AgentRollouts,
     DirectRollouts,
     RapoTrainer,
-    WeightSyncUnavailable,
-    build_rollout_source,
     completion_logprobs,
     direct_reward,
     load_policy,
-    rollout_settings,
 )
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class FixedRollout:
+    prompt_ids: list[int]
+    completion_ids: list[int]
+
+    @property
+    def mask(self) -> list[int]:
+        return [1] * len(self.completion_ids)
 
 
 def _prompts(n: int) -> list[Prompt]:
@@ -117,9 +130,9 @@ def test_grpc_policy_is_refused_for_training(tmp_path: Path) -> None:
 def test_one_agent_step_pushes_weights_and_the_next_rollouts_carry_them(tmp_path: Path) -> None:
     """One real RAPO step on agent rollouts (policy service, real toolbox over the local web, stage-2
     reward); then the rollout policy serves the trainer's weights: its policy_version moved, the next
-    rollouts carry it, and it scores a sampled sequence exactly as the trainer's model does. (Whether
-    this one step has a gradient depends on the sampled rewards differing within the group; the
-    direct-rollout test below proves real updates.)"""
+    rollouts carry it, its tensors are the trainer's, and it scores a fixed sequence as the trainer's
+    model does. (Whether this one step has a gradient depends on the sampled rewards differing within
+    the group; the direct-rollout test below proves real updates.)"""
     cfg = _agent_config(tmp_path / "run")
     settings = Settings.model_validate(cfg.settings)
 
@@ -137,13 +150,20 @@ def test_one_agent_step_pushes_weights_and_the_next_rollouts_carry_them(tmp_path
             version1 = source.policy.policy_version
             assert version1 != version0 and version1.endswith("@1")
             groups = await source.rollouts(list(trainer.schedule.prompts.values())[:1], 1, step=1)
-            r = groups[0][0]
-            assert r.policy_version == version1
-            # The served weights are the trainer's: same log-probs of the sampled tokens.
-            served = await source.backend.score_tokens(r.prompt_ids + r.completion_ids, len(r.prompt_ids))
-            ours = completion_logprobs(trained, [r], 1.0, int(tok.pad_token_id))[0][0].tolist()
-            sampled = [i for i, m in enumerate(r.mask) if m]
-            assert [served[i] for i in sampled] == pytest.approx([ours[i] for i in sampled], abs=1e-3)
+            assert groups[0][0].policy_version == version1
+            # The served weights are the trainer's, tensor for tensor (buffers too: rotary tables)...
+            served_model = source.backend._model
+            ours_state, served_state = trained.state_dict(), served_model.state_dict()
+            assert ours_state.keys() == served_state.keys()
+            moved = [k for k in ours_state if not torch.equal(ours_state[k], served_state[k])]
+            assert moved == []
+            for (name, a), (_, b) in zip(trained.named_buffers(), served_model.named_buffers(), strict=True):
+                assert torch.equal(a, b), name
+            # ...so a fixed sequence gets the same log-probs from the policy and from the trainer.
+            fixed = FixedRollout(prompt_ids=list(range(1000, 1040)), completion_ids=list(range(2000, 2030)))
+            served = await source.backend.score_tokens(fixed.prompt_ids + fixed.completion_ids, 40)
+            ours = completion_logprobs(trained, [fixed], 1.0, int(tok.pad_token_id))[0][0].tolist()
+            assert served == pytest.approx(ours, abs=1e-4)
         finally:
             await source.aclose()
 

@@ -64,8 +64,8 @@ async def replay_rollouts(settings: Settings, bench: RolloutBench) -> dict[str, 
     from fathom.models.replay import ReplayBackend, load_recordings, recordings_path
     from fathom.reward.service import build_scorer
     from fathom.tools.toolbox import build_toolbox
+    from fathom.training.agent_rollouts import _local_web, _TimedTools
     from fathom.training.rollouts import group_rollouts
-    from fathom.training.trainer import _local_web, _TimedTools
 
     s = settings.model_copy(deep=True)
     s.reward.judge = "exact"
@@ -107,9 +107,10 @@ async def bundled_rollouts(settings: Settings, bench: RolloutBench) -> dict[str,
     """(b): one real RAPO step on the bundled model with agent rollouts (AgentRollouts' own timers)."""
     import tempfile
 
+    from fathom.training.agent_rollouts import AgentRollouts
     from fathom.training.config import RunConfig
     from fathom.training.data import Prompt
-    from fathom.training.trainer import AgentRollouts, RapoTrainer, load_policy
+    from fathom.training.trainer import RapoTrainer, load_policy
 
     with tempfile.TemporaryDirectory(prefix="fathom-bench-rollouts-") as tmp:
         cfg = RunConfig.model_validate({

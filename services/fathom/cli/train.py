@@ -27,8 +27,8 @@ def rapo(
 ) -> None:
     """Train; metrics go to <output_dir>/metrics.jsonl and TensorBoard, checkpoints to checkpoints/."""
     from fathom.core.config import Settings
+    from fathom.training.agent_rollouts import WeightSyncUnavailable
     from fathom.training.config import load_config
-    from fathom.training.trainer import WeightSyncUnavailable
 
     overrides: dict[str, object] = {}
     if max_steps is not None:
@@ -50,7 +50,8 @@ def rapo(
 
 async def _train(cfg: RunConfig, settings: Settings) -> tuple[RapoTrainer, list[dict[str, Any]]]:
     """Build the rollout source (agent: policy service, tools, reward scorer), train, close it."""
-    from fathom.training.trainer import DirectRollouts, RapoTrainer, build_rollout_source, load_policy
+    from fathom.training.agent_rollouts import build_rollout_source
+    from fathom.training.trainer import DirectRollouts, RapoTrainer, load_policy
 
     model, tokenizer = load_policy(cfg, settings)
     source = await build_rollout_source(cfg, settings, model, tokenizer)
