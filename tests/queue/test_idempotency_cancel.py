@@ -98,7 +98,9 @@ async def test_a_task_started_after_the_cancel_does_not_run(
     runner = QueueToolRunner(origin_settings, "live", job_id=job_id, celery_app=origin_app, waiter=waiter)
     try:
         with _worker(origin_app, ["fetch.live"]):
-            result = await runner.call("query_url", {"url": f"{origin.base_url}/page/late", "goal": "x"})
+            # Bounded: the cancelled call must come back at once; a hang fails here, not at the suite timeout.
+            result = await asyncio.wait_for(
+                runner.call("query_url", {"url": f"{origin.base_url}/page/late", "goal": "x"}), 90)
     finally:
         await waiter.aclose()
         bus.close()

@@ -18,7 +18,7 @@ import redis
 import redis.asyncio as aioredis
 
 from fathom.core.logging import get_logger
-from fathom.queue.keys import CANCEL_CHANNEL, CANCEL_TTL_S, cancel_key, listen_forever
+from fathom.queue.keys import CANCEL_CHANNEL, CANCEL_TTL_S, cancel_key, listen_forever, stop_listener
 from fathom.queue.results import REDIS_DOWN
 
 log = get_logger(__name__)
@@ -88,10 +88,8 @@ class CancelBus:
 
     async def aclose(self) -> None:
         self._closed = True
-        if self._listener is not None:
-            self._listener.cancel()
-            await asyncio.gather(self._listener, return_exceptions=True)
-            self._listener = None
+        await stop_listener(self._listener)
+        self._listener = None
         if self._async is not None:
             await self._async.aclose()
             self._async = None

@@ -79,8 +79,26 @@ async def listen_forever(
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, max_backoff_s)
         finally:
+            # Bounded: this also runs when the listener is cancelled mid-read, and a close that waits
+            # on a half-dead connection must not hold up the owner's shutdown.
             try:
-                await pubsub.aclose()
-                await client.aclose()
-            except REDIS_DOWN:
+                await asyncio.wait_for(_close_both(pubsub, client), CLOSE_TIMEOUT_S)
+            except (TimeoutError, *REDIS_DOWN):  # type: ignore[misc]
                 pass
+
+
+CLOSE_TIMEOUT_S = 2.0
+
+
+async def _close_both(pubsub: object, client: object) -> None:
+    await pubsub.aclose()  # type: ignore[attr-defined]
+    await client.aclose()  # type: ignore[attr-defined]
+
+
+async def stop_listener(task: asyncio.Task[None] | None, timeout_s: float = 5.0) -> None:
+    """Cancel a ``listen_forever`` task and wait for it, but never longer than ``timeout_s``: a
+    shutdown must finish even if a Redis client hangs in its cancellation path."""
+    if task is None or task.done():
+        return
+    task.cancel()
+    await asyncio.wait({task}, timeout=timeout_s)

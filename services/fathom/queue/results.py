@@ -18,7 +18,7 @@ import redis
 import redis.asyncio as aioredis
 
 from fathom.core.logging import get_logger
-from fathom.queue.keys import REDIS_DOWN, TOOL_DONE_CHANNEL, listen_forever, tool_key
+from fathom.queue.keys import REDIS_DOWN, TOOL_DONE_CHANNEL, listen_forever, stop_listener, tool_key
 
 log = get_logger(__name__)
 
@@ -108,10 +108,8 @@ class ResultWaiter:
 
     async def aclose(self) -> None:
         self._closed = True
-        if self._listener is not None:
-            self._listener.cancel()
-            await asyncio.gather(self._listener, return_exceptions=True)
-            self._listener = None
+        await stop_listener(self._listener)
+        self._listener = None
         if self._client is not None:
             await self._client.aclose()
             self._client = None

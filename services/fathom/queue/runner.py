@@ -41,6 +41,8 @@ log = get_logger(__name__)
 
 # How long a call may wait in its queue before its tool deadline starts to count.
 DEFAULT_QUEUE_WAIT_S = 60.0
+# How long publishing one task may take before the call reports the tool service unavailable.
+PUBLISH_TIMEOUT_S = 30.0
 
 
 def _trace_headers() -> dict[str, str]:
@@ -124,10 +126,12 @@ class QueueToolRunner:
         timeout = tool_limit_s(self.settings, tool) + self.queue_wait_s
         waiter = self.waiter()
         try:
-            await asyncio.to_thread(
+            # Bounded: kombu retries a publish a few times, but a half-dead broker connection can
+            # block a socket read without end; the caller gets Unavailable instead of a hang.
+            await asyncio.wait_for(asyncio.to_thread(
                 self.app.send_task, task, kwargs=payload, queue=target, routing_key=target,
                 headers=_trace_headers(),
-            )
+            ), PUBLISH_TIMEOUT_S)
         except Exception as exc:  # the broker is away: the model is told, the trajectory goes on
             log.warning("queue_runner.publish_failed", task=task, call_id=call_id, error=str(exc))
             return _error(tool, f"the tool service is unavailable ({type(exc).__name__})", "Unavailable")
