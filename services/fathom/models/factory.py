@@ -115,9 +115,11 @@ def _build(cfg: ModelRole, settings: Settings) -> ModelBackend:
         return TransformersBackend(
             resolve_model(cfg.model, settings), device=cfg.device, dtype=cfg.dtype, name=cfg.model
         )
-    from fathom.models.openai_backend import OpenAIBackend
+    # An OpenAI-compatible server; VLLMBackend adds vLLM's token path (ids in, sampled ids and
+    # log-probs out, prompt_logprobs scoring) and is a plain OpenAIBackend for every other call.
+    from fathom.models.vllm_backend import VLLMBackend
 
-    return OpenAIBackend(cfg, name=cfg.model)
+    return VLLMBackend(cfg, name=cfg.model)
 
 
 async def close_backends() -> None:

@@ -28,7 +28,6 @@ import random
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import replace
 from typing import Any, Literal
 from urllib.parse import urlparse
 
@@ -244,36 +243,8 @@ class OpenAIBackend:
             return await self._completions(self.render_chat(messages), params)
         return await self._chat([{"role": m.role, "content": m.content} for m in messages], params)
 
-    # ----------------------------------------------------------------- the token-level path
-    # vLLM's OpenAI server takes a token-id prompt on /v1/completions ("prompt": [ids]) and, with
-    # "logprobs": 1 and "return_tokens_as_token_ids": true, answers each sampled token as
-    # "token_id:<id>" beside its log-probability (vLLM >= 0.5; "return_token_ids": true on newer
-    # builds adds choices[0].token_ids). Stop strings still apply; the matched stop is in the ids
-    # (vLLM sends the ids it sampled) even though ``text`` drops it. Start vLLM with the policy's
-    # tokenizer (the default) and "--max-logprobs 1" or more. A server without these options
-    # cannot serve training rollouts: ``complete_tokens`` refuses rather than guess ids from text.
-
-    async def complete_tokens(self, prompt_ids: list[int], params: SamplingParams) -> Completion:
-        """Continue exactly ``prompt_ids`` on an OpenAI-compatible completions server (vLLM)."""
-        validate_params(params)
-        if not prompt_ids:
-            raise ModelError("empty prompt: there is nothing to continue")
-        if self.role.api == "chat":
-            raise ModelError(f"{self.name}: token prompts need the completions API, not chat")
-        params = replace(params, logprobs=True)
-        body = self._sampling_body(params)
-        body.update(prompt=[int(t) for t in prompt_ids], logprobs=1, return_tokens_as_token_ids=True)
-        if params.choices:  # guided choice: the chosen string's ids, scored after the prompt
-            body["max_tokens"] = max(body["max_tokens"], 64)
-        started = time.perf_counter()
-        data = await self._post("/completions", body)
-        choice = _first_choice(data)
-        token_ids, logprobs = _sampled_tokens(choice)
-        if token_ids is None or logprobs is None or len(token_ids) != len(logprobs):
-            raise ModelError(f"{self.name}: the server returned no token ids with log-probs; a vLLM "
-                             "server with return_tokens_as_token_ids is needed for token prompts")
-        return self._completion(str(choice.get("text") or ""), choice, data, params, token_ids,
-                                logprobs, started)
+    # The token-level path (ids in; sampled ids and log-probs out) is vLLM's: ``VLLMBackend``
+    # (models/vllm_backend.py), which the factory builds for every OpenAI-compatible role.
 
     def tokenize(self, text: str) -> list[int]:
         """Ids of ``text`` (no special tokens): the local tokenizer, else the server's /tokenize."""
@@ -523,19 +494,6 @@ def _token_ids_from(tokens: list[Any]) -> list[int] | None:
         except ValueError:
             return None
     return ids
-
-
-def _sampled_tokens(choice: dict[str, Any]) -> tuple[list[int] | None, list[float] | None]:
-    """Sampled ids and their log-probs from a completions choice (vLLM's ``token_id:`` tokens, or
-    ``token_ids`` when the server sends them)."""
-    lp = choice.get("logprobs")
-    if not isinstance(lp, dict) or lp.get("token_logprobs") is None:
-        return None, None
-    logprobs = [float(x) if x is not None else 0.0 for x in lp["token_logprobs"]]
-    token_ids = _token_ids_from(lp.get("tokens") or [])
-    if isinstance(choice.get("token_ids"), list):
-        token_ids = [int(t) for t in choice["token_ids"]]
-    return token_ids, logprobs
 
 
 def _retry_after(response: httpx.Response) -> float | None:

@@ -1,14 +1,25 @@
 """A small OpenAI-compatible HTTP server over any ``ModelBackend`` (non-streaming).
 
 Endpoints: ``GET /v1/models``, ``POST /v1/completions``, ``POST /v1/chat/completions``, ``GET /health``,
-and vLLM's ``POST /tokenize`` (at the root, as vLLM serves it). Responses follow vLLM's shapes,
+and vLLM's ``POST /tokenize`` and ``POST /detokenize`` (at the root, as vLLM serves them). Responses
+follow vLLM's shapes and bytes (compact JSON, as Starlette renders vLLM's pydantic answers),
 including ``logprobs`` (``tokens`` / ``token_logprobs`` on completions, ``logprobs.content[]`` on
 chat), ``return_tokens_as_token_ids`` and ``guided_choice`` / ``structured_outputs.choice``.
+
+The token-level path, for a backend that serves it (``TokenBackend``): ``prompt`` as a list of token
+ids (or a list of such lists) is continued exactly, via ``complete_tokens``; ``return_token_ids``
+adds ``token_ids`` / ``prompt_token_ids`` to each choice; ``prompt_logprobs`` adds vLLM's
+``[null, {"<id>": {"logprob", "rank", "decoded_token"}}, ...]`` for token-id prompts, from
+``score_tokens``. Two differences from vLLM there: only the prompt token's own entry is given
+(whatever k is asked) and its ``rank`` is null. This is how ``VLLMBackend`` is tested against a real
+model (tests/models/test_server_tokens.py).
+
 Local mode uses it to expose the bundled model as a model server, and tests use it to drive
 ``OpenAIBackend`` against a real model.
 
 Built on asyncio streams and h11 (the HTTP/1.1 state machine httpx itself uses) rather than a web
-framework: five endpoints do not need one.
+framework: a handful of endpoints do not need one. ``JSONServer`` is that HTTP layer alone, for
+servers that answer JSON from one ``dispatch`` method.
 """
 
 from __future__ import annotations
@@ -26,12 +37,13 @@ import h11
 
 from fathom.core.errors import ModelError
 from fathom.core.logging import get_logger
-from fathom.models.base import ChatMessage, Completion, ModelBackend, SamplingParams
+from fathom.models.base import ChatMessage, Completion, ModelBackend, SamplingParams, supports_tokens
 from fathom.models.transformers_backend import validate_params
 
 log = get_logger(__name__)
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
+LOGPROB_FLOOR = -9999.0  # vLLM sends -inf as this (JSON has no infinity): serving.py, clamp_prompt_logprobs
 _ERROR_TYPES = {400: "BadRequestError", 404: "NotFoundError", 405: "MethodNotAllowed", 413: "RequestTooLarge"}
 
 
@@ -57,25 +69,31 @@ class ServerStats:
     by_status: dict[int, int] = field(default_factory=dict)
 
 
-class ModelServer:
-    """Serves one backend under one model name. ``dispatch`` is the whole request logic (no I/O)."""
+def encode_json(payload: dict[str, Any]) -> bytes:
+    """JSON as vLLM's answers go out: Starlette's ``JSONResponse.render`` (compact, UTF-8, no NaN)."""
+    return json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
 
-    def __init__(
-        self, backend: ModelBackend, model_name: str | None = None, defaults: SamplingParams | None = None
-    ):
-        self.backend = backend
-        self.model_name = model_name or backend.name
-        self.defaults = defaults or SamplingParams(max_new_tokens=256, temperature=0.6)
+
+class JSONServer:
+    """An HTTP/1.1 server (keep-alive, real sockets) whose whole request logic is ``dispatch``:
+    method, path and body in; a status and a JSON object (or raw body bytes) out."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
         self.stats = ServerStats()
         self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
         self.port: int | None = None
+
+    async def dispatch(self, method: str, path: str, body: bytes) -> tuple[int, dict[str, Any] | bytes]:
+        raise HTTPError(404, f"no route {path}")
 
     # ----------------------------------------------------------------- lifecycle
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         self._server = await asyncio.start_server(self._connection, host, port)
         self.port = int(self._server.sockets[0].getsockname()[1])
-        log.info("model_server_started", host=host, port=self.port, model=self.model_name)
+        log.info("model_server_started", host=host, port=self.port, model=self.name)
         return self.port
 
     async def serve_forever(self) -> None:
@@ -85,22 +103,30 @@ class ModelServer:
             await self._server.serve_forever()
 
     async def stop(self) -> None:
+        """Stop listening and end the connections still open (kept alive, or mid-request): before
+        Python 3.12 ``wait_closed`` does not wait for them, and their tasks would outlive the loop."""
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
+        connections, self._connections = list(self._connections), set()
+        for task in connections:
+            task.cancel()
+        await asyncio.gather(*connections, return_exceptions=True)
 
     # ----------------------------------------------------------------- HTTP
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._connections.add(task)
         conn = h11.Connection(h11.SERVER)
         try:
             while True:
                 request, body = await self._read_request(conn, reader)
                 if request is None:
                     break
-                status, payload = await self._respond_to(request, body)
-                data = json.dumps(payload).encode()
+                status, data = await self._respond_to(request, body)
                 headers = [("content-type", "application/json"), ("content-length", str(len(data)))]
                 writer.write(conn.send(h11.Response(status_code=status, headers=headers)) or b"")
                 writer.write(conn.send(h11.Data(data=data)) or b"")
@@ -112,6 +138,7 @@ class ModelServer:
         except (h11.RemoteProtocolError, ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
+            self._connections.discard(task)  # type: ignore[arg-type]
             writer.close()
             with contextlib.suppress(ConnectionError, OSError):
                 await writer.wait_closed()
@@ -140,7 +167,7 @@ class ModelServer:
             elif isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
                 return None, b""
 
-    async def _respond_to(self, request: h11.Request, body: bytes) -> tuple[int, dict[str, Any]]:
+    async def _respond_to(self, request: h11.Request, body: bytes) -> tuple[int, bytes]:
         self.stats.requests += 1
         self.stats.in_flight += 1
         self.stats.max_in_flight = max(self.stats.max_in_flight, self.stats.in_flight)
@@ -156,10 +183,27 @@ class ModelServer:
             except Exception as exc:  # a bug must not kill the connection loop
                 log.exception("model_server_error", path=path)
                 status, payload = 500, error_body(500, f"internal error: {type(exc).__name__}")
+            try:
+                data = payload if isinstance(payload, bytes) else encode_json(payload)
+            except ValueError as exc:  # NaN or infinity in an answer: a bug, said as one
+                log.exception("model_server_error", path=path)
+                status, data = 500, encode_json(error_body(500, f"internal error: {exc}"))
         finally:
             self.stats.in_flight -= 1
         self.stats.by_status[status] = self.stats.by_status.get(status, 0) + 1
-        return status, payload
+        return status, data
+
+
+class ModelServer(JSONServer):
+    """Serves one backend under one model name. ``dispatch`` is the whole request logic (no I/O)."""
+
+    def __init__(
+        self, backend: ModelBackend, model_name: str | None = None, defaults: SamplingParams | None = None
+    ):
+        super().__init__(model_name or backend.name)
+        self.backend = backend
+        self.model_name = self.name
+        self.defaults = defaults or SamplingParams(max_new_tokens=256, temperature=0.6)
 
     # ----------------------------------------------------------------- endpoints
 
@@ -173,6 +217,12 @@ class ModelServer:
             request = _parse_json(body)
             self._check_model(request)
             return 200, self._tokenize(request)
+        if route == "/detokenize":
+            if method != "POST":
+                raise HTTPError(405, f"{method} not allowed on {path}")
+            request = _parse_json(body)
+            self._check_model(request)
+            return 200, self._detokenize(request)
         if route == "/v1/models":
             if method != "GET":
                 raise HTTPError(405, f"{method} not allowed on {path}")
@@ -211,6 +261,16 @@ class ModelServer:
         window = getattr(self.backend, "context_tokens", None)
         return {"count": count, "max_model_len": window if isinstance(window, int) else None,
                 "tokens": tokens, "token_strs": None}
+
+    def _detokenize(self, request: dict[str, Any]) -> dict[str, Any]:
+        """vLLM's ``/detokenize``: ``{"tokens": [ids]}`` in, ``{"prompt": text}`` out."""
+        tokens = request.get("tokens")
+        if not isinstance(tokens, list) or not _is_token_ids(tokens):
+            raise HTTPError(400, "tokens must be a list of token ids (integers >= 0)", "tokens")
+        detokenize = getattr(self.backend, "detokenize", None)
+        if detokenize is None:
+            raise HTTPError(400, f"{self.model_name} cannot detokenize", "tokens")
+        return {"prompt": str(detokenize(list(tokens)))}
 
     def _check_model(self, request: dict[str, Any]) -> None:
         model = request.get("model")
@@ -267,37 +327,53 @@ class ModelServer:
         return list(decode(ids))
 
     async def _completions(self, request: dict[str, Any]) -> dict[str, Any]:
-        prompt = request.get("prompt")
-        if isinstance(prompt, str):
-            prompts = [prompt]
-        elif isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
-            prompts = list(prompt)
-        else:
-            raise HTTPError(400, "prompt must be a string or a non-empty list of strings", "prompt")
+        texts, token_prompts = _parse_prompt(request.get("prompt"))
         logprobs = request.get("logprobs") is not None and request.get("logprobs") is not False
         params = self._params(request, logprobs)
         as_ids = bool(request.get("return_tokens_as_token_ids"))
-        results = await self.backend.complete_batch(prompts, params)
+        return_ids = bool(request.get("return_token_ids"))
+        prompt_logprobs = _prompt_logprobs_param(request.get("prompt_logprobs"))
+        if prompt_logprobs is not None and not token_prompts:
+            raise HTTPError(400, "prompt_logprobs needs a prompt of token ids on this server",
+                            "prompt_logprobs")
+        if prompt_logprobs is not None and getattr(self.backend, "score_tokens", None) is None:
+            raise HTTPError(400, f"{self.model_name} cannot score prompts", "prompt_logprobs")
+        results: list[Completion]
+        if token_prompts:
+            if not supports_tokens(self.backend):
+                raise HTTPError(400, f"{self.model_name} takes no token-id prompts", "prompt")
+            complete_tokens = self.backend.complete_tokens  # type: ignore[attr-defined]
+            results = list(await asyncio.gather(*(complete_tokens(ids, params) for ids in token_prompts)))
+        else:
+            results = await self.backend.complete_batch(texts, params)
         choices = []
         for index, result in enumerate(results):
-            choice: dict[str, Any] = {
+            prompt_ids = token_prompts[index] if token_prompts else None
+            choice: dict[str, Any] = {  # vLLM's CompletionResponseChoice, in its field order
                 "index": index,
                 "text": result.text,
                 "logprobs": None,
                 "finish_reason": result.finish_reason,
                 "stop_reason": result.stop,
+                "token_ids": result.token_ids if return_ids else None,
+                "prompt_logprobs": (
+                    await self._prompt_logprobs(prompt_ids)
+                    if prompt_logprobs is not None and prompt_ids else None
+                ),
+                "prompt_token_ids": prompt_ids if return_ids else None,
             }
             if logprobs and result.token_ids is not None and result.logprobs is not None:
                 tokens = self._token_strings(result.token_ids, as_ids)
+                values = [max(v, LOGPROB_FLOOR) for v in result.logprobs]
                 offsets, at = [], 0
-                for piece in tokens:
+                for piece in tokens:  # vLLM advances by the length of what it shows, ids included
                     offsets.append(at)
-                    at += 0 if as_ids else len(piece)
+                    at += len(piece)
                 choice["logprobs"] = {
                     "text_offset": offsets,
-                    "token_logprobs": result.logprobs,
+                    "token_logprobs": values,
                     "tokens": tokens,
-                    "top_logprobs": [{t: lp} for t, lp in zip(tokens, result.logprobs, strict=True)],
+                    "top_logprobs": [{t: v} for t, v in zip(tokens, values, strict=True)],
                 }
             choices.append(choice)
         return {
@@ -308,6 +384,19 @@ class ModelServer:
             "choices": choices,
             "usage": _usage(results),
         }
+
+    async def _prompt_logprobs(self, prompt_ids: list[int]) -> list[dict[str, Any] | None]:
+        """vLLM's ``prompt_logprobs`` for a token-id prompt: null for the first token (it has no
+        context), then ``{"<id>": {"logprob", "rank", "decoded_token"}}`` for each later one."""
+        if len(prompt_ids) < 2:
+            return [None]
+        values = await self.backend.score_tokens(prompt_ids, 1)  # type: ignore[attr-defined]
+        pieces = self._token_strings(prompt_ids, as_ids=False)
+        scored: list[dict[str, Any] | None] = [None]
+        for token, value, piece in zip(prompt_ids[1:], values, pieces[1:], strict=True):
+            entry = {"logprob": max(float(value), LOGPROB_FLOOR), "rank": None, "decoded_token": piece}
+            scored.append({str(token): entry})
+        return scored
 
     async def _chat(self, request: dict[str, Any]) -> dict[str, Any]:
         messages = _parse_messages(request.get("messages"))
@@ -370,16 +459,47 @@ def _parse_messages(raw: Any) -> list[ChatMessage]:
     return messages
 
 
-def _usage(results: list[Completion]) -> dict[str, int]:
+def _usage(results: list[Completion]) -> dict[str, Any]:
+    """vLLM's ``UsageInfo``, in its field order."""
     prompt = sum(r.usage.prompt_tokens for r in results)
     completion = sum(r.usage.completion_tokens for r in results)
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    return {"prompt_tokens": prompt, "total_tokens": prompt + completion, "completion_tokens": completion,
+            "prompt_tokens_details": None}
+
+
+def _is_token_ids(values: list[Any]) -> bool:
+    return all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in values)
+
+
+def _parse_prompt(prompt: Any) -> tuple[list[str], list[list[int]]]:
+    """Text prompts or token-id prompts (exactly one list is non-empty), as vLLM's
+    ``CompletionRequest.prompt`` takes them: str | list[str] | list[int] | list[list[int]]."""
+    if isinstance(prompt, str):
+        return [prompt], []
+    if isinstance(prompt, list) and prompt:
+        if all(isinstance(p, str) for p in prompt):
+            return list(prompt), []
+        if _is_token_ids(prompt):
+            return [], [list(prompt)]
+        if all(isinstance(p, list) and p and _is_token_ids(p) for p in prompt):
+            return [], [list(p) for p in prompt]
+    raise HTTPError(400, "prompt must be a string, a non-empty list of strings, a list of token ids "
+                    "(integers >= 0) or a list of such lists", "prompt")
+
+
+def _prompt_logprobs_param(value: Any) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or (value < 0 and value != -1):
+        raise HTTPError(400, "`prompt_logprobs` must be a positive value or -1.", "prompt_logprobs")
+    return value
 
 
 class ServerThread:
-    """A ``ModelServer`` on its own event loop in a daemon thread (tests, and embedding in sync code)."""
+    """A ``JSONServer`` (a ``ModelServer``, a test double) on its own event loop in a daemon thread
+    (tests, and embedding in sync code)."""
 
-    def __init__(self, server: ModelServer, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, server: JSONServer, host: str = "127.0.0.1", port: int = 0) -> None:
         self.server = server
         self.host = host
         self._port = port
