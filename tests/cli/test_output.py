@@ -42,6 +42,7 @@ JSON_COMMANDS_CHECKED_IN = {
     "bench rollouts": "tests/bench/test_bench_rollouts.py",
     "jobs watch": "tests/plane/test_stack.py",
     "stack status": "tests/plane/test_stack.py",
+    "store revision": "tests/cli/test_store_cli.py",
 }
 
 

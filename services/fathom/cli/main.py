@@ -22,6 +22,7 @@ _AREAS: list[tuple[str, str, str | None]] = [
     ("fathom.cli.jobs", "app", "jobs"),
     ("fathom.cli.batch", "app", "batch"),
     ("fathom.cli.stack", "app", "stack"),
+    ("fathom.cli.store", "app", "store"),
     # Training (docs/TRAINING.md).
     ("fathom.cli.train", "app", "train"),
 ]
