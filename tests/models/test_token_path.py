@@ -62,5 +62,9 @@ def test_load_weights_is_seen_by_the_next_request(bundled_model_path: object) ->
         assert asyncio.run(backend.score_tokens(seq, 1)) == pytest.approx(trainer_logprobs(), abs=1e-4)
         with pytest.raises(Exception, match="lacks"):
             backend.load_weights({"no.such.weight": torch.zeros(1)})
+        # A partial update is refused before anything is copied: the served version stays.
+        with pytest.raises(Exception, match="missing"):
+            backend.load_weights({"model.norm.weight": trainer.state_dict()["model.norm.weight"]})
+        assert backend.policy_version == "smollm2-sync@1"
     finally:
         asyncio.run(backend.aclose())

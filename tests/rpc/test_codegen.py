@@ -34,7 +34,7 @@ def test_every_service_contract_is_generated() -> None:
     methods = {
         research_pb2: ("ResearchService", {"Submit", "Get", "Watch", "Cancel", "List", "SubmitBatch",
                                            "GetBatch", "WatchBatch", "CancelBatch"}),
-        policy_pb2: ("PolicyService", {"RunTrajectory", "ScoreTokens"}),
+        policy_pb2: ("PolicyService", {"RunTrajectory", "ScoreTokens", "LoadWeights"}),
         tools_pb2: ("ToolsService", {"SearchUrls", "QueryUrl", "Fetch"}),
         synthesis_pb2: ("SynthesisService", {"Synthesize"}),
         reward_pb2: ("RewardService", {"Score"}),

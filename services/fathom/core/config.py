@@ -275,6 +275,10 @@ class PlaneSettings(BaseModel):
     # event loop; asyncio's default (cores + 4) queues dozens of concurrent jobs' writes behind 6.
     io_threads: int = Field(default=64, ge=1)
     synthesis_via: Literal["grpc", "local"] = "grpc"
+    # Weight sync: the one directory a policy service loads trainer weights from (LoadWeights), a
+    # volume the trainer also mounts (a PVC in the cluster). A path a client names outside it is
+    # refused; None: LoadWeights is refused (FAILED_PRECONDITION).
+    weights_dir: Path | None = None
 
     @property
     def resolved_redis_url(self) -> str:

@@ -225,13 +225,21 @@ class TransformersBackend:
         unknown = sorted(k for k in state_dict if k not in own)
         if unknown:
             raise ModelError(f"load_weights: {len(unknown)} tensors the model lacks, e.g. {unknown[:3]}")
+        # Every check before the first copy: a refused update leaves the served weights untouched.
+        for key, value in state_dict.items():
+            if tuple(value.shape) != tuple(own[key].shape):
+                raise ModelError(f"load_weights: {key} has shape {tuple(value.shape)}, "
+                                 f"the model {tuple(own[key].shape)}")
+        given = {own[k].data_ptr() for k in state_dict}
+        # A tensor may be absent only when it shares storage with one given (tied embeddings, which
+        # safetensors files store once); anything else missing would serve a mix of old and new.
+        missing = sorted(k for k, t in own.items() if k not in state_dict and t.data_ptr() not in given)
+        if missing:
+            raise ModelError(f"load_weights: {len(missing)} of the model's tensors are missing, "
+                             f"e.g. {missing[:3]}; a weight update must be complete")
         with torch.no_grad():
             for key, value in state_dict.items():
-                target = own[key]
-                if tuple(value.shape) != tuple(target.shape):
-                    raise ModelError(f"load_weights: {key} has shape {tuple(value.shape)}, "
-                                     f"the model {tuple(target.shape)}")
-                target.copy_(value.detach().to(device=target.device, dtype=target.dtype))
+                own[key].copy_(value.detach().to(device=own[key].device, dtype=own[key].dtype))
         self._prefix = None
         self.weights_version += 1
         log.info("weights_loaded", model=self.name, version=self.weights_version, tensors=len(state_dict))

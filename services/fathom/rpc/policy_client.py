@@ -65,6 +65,19 @@ class PolicyClient:
             raise error_from_rpc(exc) from None
         return list(response.logprobs), response.policy_version
 
+    async def load_weights(self, path: str, *, version_tag: str = "", expected_policy_version: str = "",
+                           timeout: float | None = 600.0) -> tuple[str, int]:
+        """Make the server load the safetensors weights at ``path`` (relative to its
+        ``plane.weights_dir``); returns (the policy version now served, tensors loaded). With
+        ``expected_policy_version`` the load is refused unless that version is the one served."""
+        request = policy_pb2.LoadWeightsRequest(path=path, version_tag=version_tag,
+                                                expected_policy_version=expected_policy_version)
+        try:
+            response = await self.stub.LoadWeights(request, timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc) from None
+        return response.policy_version, int(response.tensors)
+
     async def aclose(self) -> None:
         await self.channel.close()
 

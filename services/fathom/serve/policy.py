@@ -4,6 +4,10 @@ It owns one policy backend (built once here, weights loaded before the port open
 stop), one Celery producer app and one tool-result waiter shared by every trajectory: each
 trajectory's tool calls go to the ``search``/``fetch`` queues of its lane through a
 ``QueueToolRunner`` and are awaited without blocking the event loop.
+
+A trainer keeps it on its latest weights through LoadWeights: it writes safetensors into
+``plane.weights_dir`` (a volume both mount) and this process loads them into its backend, between
+batches; only the transformers backend can take weights (others answer UNIMPLEMENTED).
 """
 
 from __future__ import annotations
@@ -46,8 +50,11 @@ async def main(settings: Settings, address: str | None = None, metrics_port: int
         service = await asyncio.to_thread(PolicyService, backend, tools_factory, settings)
         server, health, bound = build_server(settings, register=register(service),
                                              service_names=[SERVICE_NAME], address=address)
+        weights_dir = settings.plane.weights_dir
         log.info("policy_service_ready", address=address, port=bound, model=backend.name,
-                 policy_version=service.policy_version, concurrency=settings.policy.concurrency)
+                 policy_version=service.policy_version, concurrency=settings.policy.concurrency,
+                 weights_dir=str(weights_dir) if weights_dir else None,
+                 weight_sync=weights_dir is not None and callable(getattr(backend, "load_weights", None)))
         await serve(server, health, grace_s=settings.plane.grace_s)
     finally:
         await waiter.aclose()

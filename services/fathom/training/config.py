@@ -52,6 +52,13 @@ class RapoConfig(_Strict):
     replay: bool = True
     advantage_scaling: bool = True
     pruning: bool = True
+    # Beyond the paper (docs/TRAINING.md, "Asynchronous rollouts"): the next step's rollouts are
+    # sampled while this step trains, from weights at most ``max_staleness`` versions behind the
+    # trainer (one batch is prefetched, so 1 in practice; older rollouts are refused).
+    async_rollouts: bool = False
+    max_staleness: int = Field(default=1, ge=1)
+    sampler_threads: int | None = Field(default=None, ge=1)  # async CPU runs: sampler's torch threads
+    # (None: half of torch_threads; the trainer keeps the rest)
 
 
 class RolloutConfig(_Strict):
@@ -69,10 +76,17 @@ class RolloutConfig(_Strict):
     guided: bool = False  # agent: guided prefills (their tokens are masked out of the loss)
     # agent: where the policy runs. "inprocess": a PolicyService over a second copy of the model in
     # this process, which receives the trainer's weights after every update. "grpc": a running
-    # policy service (train lane) at ``policy_address``; usable for rollouts only, since the plane
-    # has no weight-sync endpoint yet, so a training run refuses it before any work starts.
+    # policy service (``fathom serve policy``; its tool calls go to the plane's train-lane queues) at
+    # ``policy_address``, which receives them through LoadWeights from ``weights_dir``.
     policy: Literal["inprocess", "grpc"] = "inprocess"
     policy_address: str | None = None  # grpc: None = settings.plane.policy_address
+    # grpc: the directory shared with the policy service (the volume it mounts as its
+    # plane.weights_dir); each push writes <weights_dir>/<run name>/v<N>-<id>/ and deletes older ones
+    # once the service has loaded it. None: settings.plane.weights_dir.
+    weights_dir: Path | None = None
+    # inprocess: where the tool calls run. "inprocess": a Toolbox in this process. "queue": the plane's
+    # search/fetch workers on the train lane (QueueToolRunner), as the policy service's calls do.
+    tools: Literal["inprocess", "queue"] = "inprocess"
     seeded: bool = True  # agent: seed every rollout from (seed, step, prompt, i) (runs them one at a time)
     # direct: what is rewarded. "format": 0.1 * R_format-like tag check + 0.9 * exact match;
     # "exact": exact match of the boxed answer only.

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from fathom.rpc.gen import common_pb2 as fathom_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x66\x61thom/v1/policy.proto\x12\tfathom.v1\x1a\x16\x66\x61thom/v1/common.proto\"\xf3\x01\n\x14RunTrajectoryRequest\x12\x15\n\rtrajectory_id\x18\x01 \x01(\t\x12\x10\n\x08question\x18\x02 \x01(\t\x12\x1d\n\x04lane\x18\x03 \x01(\x0e\x32\x0f.fathom.v1.Lane\x12%\n\x08sampling\x18\x04 \x01(\x0b\x32\x13.fathom.v1.Sampling\x12%\n\x0cresume_steps\x18\x05 \x03(\x0b\x32\x0f.fathom.v1.Step\x12\x16\n\x0epolicy_version\x18\x06 \x01(\t\x12\x1d\n\x04mode\x18\x07 \x01(\x0e\x32\x0f.fathom.v1.Mode\x12\x0e\n\x06job_id\x18\x08 \x01(\t\"\x8d\x01\n\x0eTrajectoryDone\x12\x0e\n\x06\x61nswer\x18\x01 \x01(\t\x12\x13\n\x0bstop_reason\x18\x02 \x01(\t\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x05\x12\x0e\n\x06prompt\x18\x04 \x01(\t\x12\x18\n\x10prompt_token_ids\x18\x05 \x03(\x05\x12\x16\n\x0epolicy_version\x18\x06 \x01(\t\"f\n\x0fTrajectoryEvent\x12\x1f\n\x04step\x18\x01 \x01(\x0b\x32\x0f.fathom.v1.StepH\x00\x12)\n\x04\x64one\x18\x02 \x01(\x0b\x32\x19.fathom.v1.TrajectoryDoneH\x00\x42\x07\n\x05\x65vent\">\n\x12ScoreTokensRequest\x12\x11\n\ttoken_ids\x18\x01 \x03(\x05\x12\x15\n\rfrom_position\x18\x02 \x01(\x05\"?\n\x13ScoreTokensResponse\x12\x10\n\x08logprobs\x18\x01 \x03(\x02\x12\x16\n\x0epolicy_version\x18\x02 \x01(\t2\xad\x01\n\rPolicyService\x12N\n\rRunTrajectory\x12\x1f.fathom.v1.RunTrajectoryRequest\x1a\x1a.fathom.v1.TrajectoryEvent0\x01\x12L\n\x0bScoreTokens\x12\x1d.fathom.v1.ScoreTokensRequest\x1a\x1e.fathom.v1.ScoreTokensResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x66\x61thom/v1/policy.proto\x12\tfathom.v1\x1a\x16\x66\x61thom/v1/common.proto\"\xf3\x01\n\x14RunTrajectoryRequest\x12\x15\n\rtrajectory_id\x18\x01 \x01(\t\x12\x10\n\x08question\x18\x02 \x01(\t\x12\x1d\n\x04lane\x18\x03 \x01(\x0e\x32\x0f.fathom.v1.Lane\x12%\n\x08sampling\x18\x04 \x01(\x0b\x32\x13.fathom.v1.Sampling\x12%\n\x0cresume_steps\x18\x05 \x03(\x0b\x32\x0f.fathom.v1.Step\x12\x16\n\x0epolicy_version\x18\x06 \x01(\t\x12\x1d\n\x04mode\x18\x07 \x01(\x0e\x32\x0f.fathom.v1.Mode\x12\x0e\n\x06job_id\x18\x08 \x01(\t\"\x8d\x01\n\x0eTrajectoryDone\x12\x0e\n\x06\x61nswer\x18\x01 \x01(\t\x12\x13\n\x0bstop_reason\x18\x02 \x01(\t\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x05\x12\x0e\n\x06prompt\x18\x04 \x01(\t\x12\x18\n\x10prompt_token_ids\x18\x05 \x03(\x05\x12\x16\n\x0epolicy_version\x18\x06 \x01(\t\"f\n\x0fTrajectoryEvent\x12\x1f\n\x04step\x18\x01 \x01(\x0b\x32\x0f.fathom.v1.StepH\x00\x12)\n\x04\x64one\x18\x02 \x01(\x0b\x32\x19.fathom.v1.TrajectoryDoneH\x00\x42\x07\n\x05\x65vent\">\n\x12ScoreTokensRequest\x12\x11\n\ttoken_ids\x18\x01 \x03(\x05\x12\x15\n\rfrom_position\x18\x02 \x01(\x05\"?\n\x13ScoreTokensResponse\x12\x10\n\x08logprobs\x18\x01 \x03(\x02\x12\x16\n\x0epolicy_version\x18\x02 \x01(\t\"X\n\x12LoadWeightsRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x13\n\x0bversion_tag\x18\x02 \x01(\t\x12\x1f\n\x17\x65xpected_policy_version\x18\x03 \x01(\t\">\n\x13LoadWeightsResponse\x12\x16\n\x0epolicy_version\x18\x01 \x01(\t\x12\x0f\n\x07tensors\x18\x02 \x01(\x05\x32\xfb\x01\n\rPolicyService\x12N\n\rRunTrajectory\x12\x1f.fathom.v1.RunTrajectoryRequest\x1a\x1a.fathom.v1.TrajectoryEvent0\x01\x12L\n\x0bScoreTokens\x12\x1d.fathom.v1.ScoreTokensRequest\x1a\x1e.fathom.v1.ScoreTokensResponse\x12L\n\x0bLoadWeights\x12\x1d.fathom.v1.LoadWeightsRequest\x1a\x1e.fathom.v1.LoadWeightsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,6 +42,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SCORETOKENSREQUEST']._serialized_end=617
   _globals['_SCORETOKENSRESPONSE']._serialized_start=619
   _globals['_SCORETOKENSRESPONSE']._serialized_end=682
-  _globals['_POLICYSERVICE']._serialized_start=685
-  _globals['_POLICYSERVICE']._serialized_end=858
+  _globals['_LOADWEIGHTSREQUEST']._serialized_start=684
+  _globals['_LOADWEIGHTSREQUEST']._serialized_end=772
+  _globals['_LOADWEIGHTSRESPONSE']._serialized_start=774
+  _globals['_LOADWEIGHTSRESPONSE']._serialized_end=836
+  _globals['_POLICYSERVICE']._serialized_start=839
+  _globals['_POLICYSERVICE']._serialized_end=1090
 # @@protoc_insertion_point(module_scope)

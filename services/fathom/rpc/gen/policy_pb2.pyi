@@ -66,3 +66,21 @@ class ScoreTokensResponse(_message.Message):
     logprobs: _containers.RepeatedScalarFieldContainer[float]
     policy_version: str
     def __init__(self, logprobs: _Optional[_Iterable[float]] = ..., policy_version: _Optional[str] = ...) -> None: ...
+
+class LoadWeightsRequest(_message.Message):
+    __slots__ = ("path", "version_tag", "expected_policy_version")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    VERSION_TAG_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    version_tag: str
+    expected_policy_version: str
+    def __init__(self, path: _Optional[str] = ..., version_tag: _Optional[str] = ..., expected_policy_version: _Optional[str] = ...) -> None: ...
+
+class LoadWeightsResponse(_message.Message):
+    __slots__ = ("policy_version", "tensors")
+    POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TENSORS_FIELD_NUMBER: _ClassVar[int]
+    policy_version: str
+    tensors: int
+    def __init__(self, policy_version: _Optional[str] = ..., tensors: _Optional[int] = ...) -> None: ...

@@ -48,6 +48,11 @@ class PolicyServiceStub:
                 request_serializer=fathom_dot_v1_dot_policy__pb2.ScoreTokensRequest.SerializeToString,
                 response_deserializer=fathom_dot_v1_dot_policy__pb2.ScoreTokensResponse.FromString,
                 _registered_method=True)
+        self.LoadWeights = channel.unary_unary(
+                '/fathom.v1.PolicyService/LoadWeights',
+                request_serializer=fathom_dot_v1_dot_policy__pb2.LoadWeightsRequest.SerializeToString,
+                response_deserializer=fathom_dot_v1_dot_policy__pb2.LoadWeightsResponse.FromString,
+                _registered_method=True)
 
 
 class PolicyServiceServicer:
@@ -74,6 +79,18 @@ class PolicyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def LoadWeights(self, request, context):
+        """Weight sync from the trainer: load safetensors weights the trainer wrote into a directory both
+        mount (the server's plane.weights_dir), bumping policy_version; every trajectory step generated
+        after this returns is sampled from them. INVALID_ARGUMENT: a path outside that root, or tensors
+        the model lacks / of other shapes; NOT_FOUND: no safetensors there; FAILED_PRECONDITION: no root
+        configured, or expected_policy_version is not the version served; UNIMPLEMENTED: the backend
+        cannot take weights (a vLLM server, the replay model).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PolicyServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -86,6 +103,11 @@ def add_PolicyServiceServicer_to_server(servicer, server):
                     servicer.ScoreTokens,
                     request_deserializer=fathom_dot_v1_dot_policy__pb2.ScoreTokensRequest.FromString,
                     response_serializer=fathom_dot_v1_dot_policy__pb2.ScoreTokensResponse.SerializeToString,
+            ),
+            'LoadWeights': grpc.unary_unary_rpc_method_handler(
+                    servicer.LoadWeights,
+                    request_deserializer=fathom_dot_v1_dot_policy__pb2.LoadWeightsRequest.FromString,
+                    response_serializer=fathom_dot_v1_dot_policy__pb2.LoadWeightsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -146,6 +168,33 @@ class PolicyService:
             '/fathom.v1.PolicyService/ScoreTokens',
             fathom_dot_v1_dot_policy__pb2.ScoreTokensRequest.SerializeToString,
             fathom_dot_v1_dot_policy__pb2.ScoreTokensResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LoadWeights(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fathom.v1.PolicyService/LoadWeights',
+            fathom_dot_v1_dot_policy__pb2.LoadWeightsRequest.SerializeToString,
+            fathom_dot_v1_dot_policy__pb2.LoadWeightsResponse.FromString,
             options,
             channel_credentials,
             insecure,
