@@ -37,7 +37,7 @@ def backend() -> TransformersBackend:
 
 
 def _service(backend: TransformersBackend, guided: bool) -> PolicyService:
-    agent = AgentSettings(guided=guided, guided_max_turns=3, max_turns=2, max_new_tokens_per_turn=48)
+    agent = AgentSettings(guided=guided, guided_max_turns=2, max_turns=2, max_new_tokens_per_turn=32)
     return PolicyService(backend, lambda lane, tid, job_id: InMemoryTools(), Settings(agent=agent))
 
 

@@ -130,7 +130,8 @@ def test_one_agent_step_pushes_weights_and_the_next_rollouts_carry_them(tmp_path
     rollouts carry it, its tensors are the trainer's, and it scores a fixed sequence as the trainer's
     model does. (Whether this one step has a gradient depends on the sampled rewards differing within
     the group; the direct-rollout test below proves real updates.)"""
-    cfg = _agent_config(tmp_path / "run")
+    cfg = _agent_config(tmp_path / "run", max_turns=2)
+    cfg.rapo.group_size = cfg.rapo.minibatch_size = 2  # the smallest group: this test is about the push
     settings = Settings.model_validate(cfg.settings)
 
     async def go() -> None:

@@ -154,15 +154,30 @@ def _run_and_print(run: Callable[[], dict[str, Any]],
 @app.command("rollouts")
 def rollouts(
     latency_s: float = typer.Option(0.5, "--latency", min=0.0, help="Replay model seconds per turn."),
-    prompts: int = typer.Option(2, "--prompts", min=1, help="Prompts per measured batch."),
+    prompts: int = typer.Option(2, "--prompts", min=1, help="Prompts per batch (step)."),
     group_size: int = typer.Option(2, "--group", min=1, help="G rollouts per prompt."),
     bundled: bool = typer.Option(True, "--bundled/--no-bundled",
-                                 help="Also one RAPO step on the bundled model."),
+                                 help="(b): RAPO steps on the bundled model, synchronous and asynchronous."),
+    plane: bool = typer.Option(True, "--plane/--no-plane",
+                               help="(c): async RAPO, tools on the plane's train lane, beside live calls."),
+    steps: int = typer.Option(3, "--steps", min=1, help="Trainer steps per run in (b) and (c)."),
+    max_new_tokens: int = typer.Option(48, "--max-new-tokens", min=1, help="Bundled model tokens per turn."),
+    max_turns: int = typer.Option(3, "--max-turns", min=1, help="Bundled model turns per rollout."),
+    threads: int = typer.Option(2, "--threads", min=1, help="Torch threads of a trainer run."),
+    live_rate: float = typer.Option(1.0, "--live-rate", min=0.1, help="(c): live tool calls per second."),
+    live_idle_calls: int = typer.Option(20, "--live-idle-calls", min=1,
+                                        help="(c): live calls timed before the training starts."),
+    workers: int | None = typer.Option(None, "--workers", min=1,
+                                       help="(c): tool worker threads (default: rollouts per step + 2)."),
     as_json: bool = typer.Option(False, "--json", help="Print the numbers as JSON (lines go to stderr)."),
 ) -> None:
-    """Rollouts per hour and the model / tools / reward / trainer split (replay model, bundled model)."""
+    """Rollouts per hour and the model / tools / reward / trainer split: replay model; bundled model
+    through the trainer, sync vs async; async with the tools on the plane beside a live stream."""
     from fathom.bench.rollouts import RolloutBench, run_rollouts_bench, summary_lines
     from fathom.core.config import get_settings
 
-    bench = RolloutBench(latency_s=latency_s, prompts=prompts, group_size=group_size, bundled=bundled)
+    bench = RolloutBench(latency_s=latency_s, prompts=prompts, group_size=group_size, bundled=bundled,
+                         plane=plane, steps=steps, bundled_max_new_tokens=max_new_tokens,
+                         bundled_max_turns=max_turns, torch_threads=threads, live_rate=live_rate,
+                         live_idle_calls=live_idle_calls, workers=workers)
     _run_and_print(lambda: run_rollouts_bench(get_settings(), bench), summary_lines, as_json)

@@ -15,6 +15,12 @@ and entropy (with the same temperature scaling TRL applies), ``pad`` for batches
 One step: a batch of prompts -> G rollouts each with the current weights -> rewards -> replay
 injection -> group advantages x scaling -> minibatch updates of the clipped token loss with KL to
 a frozen reference -> weights pushed to the rollout policy (policy_version += 1) -> metrics.
+
+Asynchronous rollouts (``rapo.async_rollouts``; docs/TRAINING.md): right after step k's rollouts
+come back, the weights of update k-1 are pushed and step k+1's batch starts sampling in the
+background while step k trains; so step k+1 trains on rollouts one version old (``staleness`` 1),
+its ratio taken against their sampling log-probs as always. A push never overlaps sampling: the
+weights of update k wait until step k+1's batch is back, so every batch carries one version.
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ import re
 import shutil
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -55,9 +62,12 @@ class Rollout(Protocol):
 
 
 class RolloutSource(Protocol):
-    """Makes the G rollouts of each prompt with the weights of the last push."""
+    """Makes the G rollouts of each prompt with the weights of the last push. ``accept``: the policy
+    versions (the rollouts' ``policy_version`` tags) the caller takes; a rollout carrying another
+    raises ``StaleRollout``; None: only the last pushed version."""
 
-    async def rollouts(self, prompts: Sequence[Prompt], group_size: int, step: int) -> list[list[Any]]: ...
+    async def rollouts(self, prompts: Sequence[Prompt], group_size: int, step: int, *,
+                       accept: Collection[str] | None = None) -> list[list[Any]]: ...
 
     async def push_weights(self, model: torch.nn.Module, version: int) -> None: ...
 
@@ -98,6 +108,62 @@ class _PyRandom:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         version, internal, gauss = state["state"]
         self.rng.setstate((version, tuple(internal), gauss))
+
+
+def _stale_rollout(message: str) -> Exception:
+    from fathom.training.agent_rollouts import StaleRollout  # it imports this module: late
+
+    return StaleRollout(message)
+
+
+def check_staleness(trainer_version: int, rollout_version: int, max_staleness: int) -> int:
+    """The staleness of a batch (``trainer_version - rollout_version``: how many updates the trainer
+    is ahead of the weights that sampled it). Accepts exactly the versions ``trainer_version -
+    max_staleness .. trainer_version``; anything older, or newer than the trainer, raises
+    ``StaleRollout``. A synchronous run checks with ``max_staleness`` 0."""
+    staleness = trainer_version - rollout_version
+    if not 0 <= staleness <= max_staleness:
+        raise _stale_rollout(f"rollouts of policy version {rollout_version} for trainer version "
+                             f"{trainer_version}: staleness {staleness}, allowed 0..{max_staleness}")
+    return staleness
+
+
+def thread_split(total: int, sampler: int | None = None) -> tuple[int, int]:
+    """(sampler, trainer) torch threads of an asynchronous CPU run on ``total`` threads: sampling
+    and training run at the same time, each in its own OS thread, and two OpenMP teams of ``total``
+    each would oversubscribe the cores. Default: the sampler gets half, the trainer the rest (one
+    each at least)."""
+    total = max(1, total)
+    s = sampler if sampler is not None else max(1, total // 2)
+    return s, max(1, total - s)
+
+
+def _with_threads(threads: int | None, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` with this OS thread's torch (OpenMP) team set to ``threads`` (None: unchanged)."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    return fn(*args)
+
+
+@dataclass
+class _Batch:
+    """One step's rollouts as the source returned them."""
+
+    step: int
+    prompts: list[Prompt]
+    groups: list[list[Any]]
+    version: int  # the trainer version whose weights the source held while sampling
+    stats: dict[str, Any]  # the source's ``last_stats`` of this call
+    sampling_s: float
+
+
+@dataclass
+class _Prefetch:
+    """The next step's batch, sampling in the background."""
+
+    step: int
+    schedule_before: dict[str, Any]  # the schedule before this batch was drawn: what a checkpoint saves
+    task: asyncio.Task[_Batch]
 
 
 def load_policy(config: RunConfig, settings: Any) -> tuple[torch.nn.Module, Any]:
@@ -209,6 +275,17 @@ class RapoTrainer:
         self.out_dir = Path(config.output_dir)
         self.metrics = MetricsLogger(self.out_dir, tensorboard=config.tensorboard if tensorboard is None
                                      else tensorboard) if self.accelerator.is_main_process else None
+        self._async = config.rapo.async_rollouts
+        self._prefetch: _Prefetch | None = None
+        self._pushed = self.state.policy_version  # the trainer version whose weights the source holds
+        self._tags: dict[str, int] = {}  # the source's policy_version tags -> trainer versions
+        self._train_pool: ThreadPoolExecutor | None = None
+        self._threads: tuple[int, int] | None = None  # async on CPU: (sampler, trainer) torch threads
+        self._threads_before: int | None = None  # the process default, while the split is applied
+        if self._async and config.device == "cpu":
+            self._threads = thread_split(config.torch_threads or torch.get_num_threads(),
+                                         config.rapo.sampler_threads)
+        self._note_tag()
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -223,7 +300,22 @@ class RapoTrainer:
     def save_checkpoint(self) -> Path:
         """Model, optimizer, RNG (accelerate's), data order, replay buffer, counters; then the model
         as a plain ``save_pretrained`` directory under ``model/`` for serving. ``COMPLETE`` is
-        written last: a run killed mid-save resumes from the previous checkpoint."""
+        written last: a run killed mid-save resumes from the previous checkpoint.
+
+        A batch sampling in the background (asynchronous rollouts) is not saved: the schedule is
+        saved as it was before that batch was drawn, so a resumed run draws the same prompts again
+        and samples them anew, from the checkpoint's weights (staleness 0 for that one step)."""
+        pre = self._prefetch
+        if pre is None:
+            return self._save_checkpoint()
+        drawn = self.schedule.state_dict()
+        self.schedule.load_state_dict(pre.schedule_before)
+        try:
+            return self._save_checkpoint()
+        finally:
+            self.schedule.load_state_dict(drawn)
+
+    def _save_checkpoint(self) -> Path:
         path = self.checkpoint_root / f"step-{self.state.step}"
         self.accelerator.save_state(str(path))
         if self.accelerator.is_main_process:
@@ -243,6 +335,8 @@ class RapoTrainer:
             return False
         self.accelerator.load_state(str(path))
         await self.source.push_weights(self.accelerator.unwrap_model(self.model), self.state.policy_version)
+        self._pushed = self.state.policy_version
+        self._note_tag()
         log.info("rapo.resumed", step=self.state.step, epoch=self.schedule.epoch, checkpoint=str(path))
         return True
 
@@ -256,17 +350,43 @@ class RapoTrainer:
 
     async def run(self) -> list[dict[str, Any]]:
         """Train to the end; returns this process's metric rows."""
-        await self.resume()
         rows: list[dict[str, Any]] = []
         try:
+            self._apply_threads()
+            await self.resume()
             while not self._done():
                 rows.append(await self.train_step())
                 if self.state.step % self.config.checkpoint_every == 0 or self._done():
                     self.save_checkpoint()
+            await self._push()  # async: the last update reaches the rollout policy, as in a sync run
         finally:
+            await self.aclose()
             if self.metrics is not None:
                 self.metrics.close()
         return rows
+
+    async def aclose(self) -> None:
+        """Drop a background batch (a failed or interrupted run: its prompts go back to the
+        schedule) and stop the trainer's thread. ``run`` calls it; callers of ``train_step`` should."""
+        pre, self._prefetch = self._prefetch, None
+        if pre is not None:
+            pre.task.cancel()
+            await asyncio.gather(pre.task, return_exceptions=True)
+            self.schedule.load_state_dict(pre.schedule_before)
+        if self._train_pool is not None:
+            pool, self._train_pool = self._train_pool, None
+            await asyncio.to_thread(pool.shutdown, True)
+        if self._threads_before is not None:
+            torch.set_num_threads(self._threads_before)
+            self._threads_before = None
+
+    def _apply_threads(self) -> None:
+        """Async on CPU: threads that start torch work from now on (the rollout backend's worker)
+        take the sampler's share of the torch threads; the trainer's thread sets its own share.
+        ``aclose`` restores the process default."""
+        if self._threads is not None and self._threads_before is None:
+            self._threads_before = torch.get_num_threads()
+            torch.set_num_threads(self._threads[0])
 
     def _end_epoch(self) -> int:
         """Prune prompts solved at >= the threshold this epoch; start the next epoch."""
@@ -282,29 +402,124 @@ class RapoTrainer:
         return len(pruned)
 
     async def train_step(self) -> dict[str, Any]:
+        """One step. Synchronous: sample with the latest weights, train, push. Asynchronous: take
+        the batch sampled in the background (or sample now when none is: the first step, the first
+        of an epoch), push the last update's weights, start sampling the next batch, train."""
         cfg = self.config.rapo
-        pruned = self._end_epoch() if self.schedule.epoch_done else 0
+        t_step = time.perf_counter()
+        self._apply_threads()
+        # A prefetched batch belongs to this epoch: none is drawn across an epoch's end, since
+        # pruning needs the epoch's last verdicts.
+        pruned = self._end_epoch() if self._prefetch is None and self.schedule.epoch_done else 0
         epoch = self.schedule.epoch
-        prompts = self.schedule.next_batch()
+        push_s = 0.0
         t0 = time.perf_counter()
-        groups = await self.source.rollouts(prompts, cfg.group_size, self.state.step)
-        rollout_s = time.perf_counter() - t0
+        if self._prefetch is not None:
+            batch = await self._take_prefetch()
+        else:
+            push_s += await self._push()  # nothing is sampling: the latest weights first
+            batch = await self._sample(self.schedule.next_batch(), self.state.step, self.state.policy_version)
+        wait_s = time.perf_counter() - t0 - push_s
+        staleness = check_staleness(self.state.policy_version, batch.version,
+                                    cfg.max_staleness if self._async else 0)
+        tags = sorted({str(getattr(r, "policy_version", "")) for g in batch.groups for r in g})
+        if len(tags) > 1:
+            raise _stale_rollout(f"step {batch.step}: one batch carries several policy versions {tags}")
+        if self._async:
+            push_s += await self._push()  # the last update's weights: no sampling is in flight now
+            if self._may_prefetch():
+                self._start_prefetch()
         t1 = time.perf_counter()
-        flat, advantages, batch_stats = self._prepare_batch(prompts, groups)
-        train_stats = self._update(flat, advantages)
+        flat, advantages, batch_stats = self._prepare_batch(batch.prompts, batch.groups)
+        if self._async:
+            train_stats = await self._update_off_loop(flat, advantages)
+        else:
+            train_stats = self._update(flat, advantages)
         trainer_s = time.perf_counter() - t1
         self.state.step += 1
         self.state.policy_version += 1
-        t2 = time.perf_counter()
-        await self.source.push_weights(self.accelerator.unwrap_model(self.model), self.state.policy_version)
-        push_s = time.perf_counter() - t2
+        if not self._async:
+            push_s += await self._push()
         row = {"step": self.state.step, "epoch": epoch, "policy_version": self.state.policy_version,
-               "prompts": len(prompts), "prompts_pruned": pruned, "prompts_active": len(self.schedule.active),
-               **batch_stats, **train_stats, "rollout_s": rollout_s, "trainer_s": trainer_s,
-               "push_s": push_s, **getattr(self.source, "last_stats", {})}
+               "prompts": len(batch.prompts), "prompts_pruned": pruned,
+               "prompts_active": len(self.schedule.active), **batch_stats, **train_stats,
+               "rollout_s": batch.sampling_s, "rollout_wait_s": wait_s, "trainer_s": trainer_s,
+               "push_s": push_s, "staleness": staleness, "rollout_version": batch.version,
+               "step_s": time.perf_counter() - t_step, **batch.stats}
         if self.metrics is not None:
             self.metrics.log(row, total_steps=cfg.max_steps)
         return row
+
+    # ------------------------------------------------------------------ sampling and weight pushes
+
+    def _note_tag(self) -> None:
+        """Remember the source's version tag of the weights it holds now (no push is in flight)."""
+        tag = getattr(self.source, "expected_version", None)
+        if isinstance(tag, str) and tag:
+            self._tags[tag] = self._pushed
+
+    def _accepted(self, at_version: int, max_staleness: int) -> set[str] | None:
+        """The source's tags of the trainer versions ``at_version - max_staleness .. at_version``."""
+        if not self._tags:
+            return None
+        return {t for t, v in self._tags.items() if at_version - max_staleness <= v <= at_version}
+
+    async def _push(self) -> float:
+        """Push the trainer's weights unless the source holds them already; the seconds it took."""
+        if self._pushed == self.state.policy_version:
+            return 0.0
+        t0 = time.perf_counter()
+        await self.source.push_weights(self.accelerator.unwrap_model(self.model), self.state.policy_version)
+        self._pushed = self.state.policy_version
+        self._note_tag()
+        return time.perf_counter() - t0
+
+    async def _sample(self, prompts: list[Prompt], step: int, train_at: int) -> _Batch:
+        """Step ``step``'s rollouts from the weights the source holds now, to be trained on at
+        trainer version ``train_at`` (the source refuses rollouts of any version not allowed then)."""
+        self._note_tag()
+        version = self._pushed
+        accept = self._accepted(train_at, self.config.rapo.max_staleness if self._async else 0)
+        t0 = time.perf_counter()
+        groups = await self.source.rollouts(prompts, self.config.rapo.group_size, step, accept=accept)
+        stats = dict(getattr(self.source, "last_stats", None) or {})  # now: the next call replaces it
+        return _Batch(step, list(prompts), groups, version, stats, time.perf_counter() - t0)
+
+    def _may_prefetch(self) -> bool:
+        max_steps = self.config.rapo.max_steps
+        return (self._async and self._prefetch is None and not self.schedule.epoch_done
+                and (max_steps is None or self.state.step + 1 < max_steps))
+
+    def _start_prefetch(self) -> None:
+        """Draw the next batch and start sampling it in the background with the weights pushed
+        now; it is trained on one update later."""
+        if getattr(self.source, "model", None) is self.accelerator.unwrap_model(self.model):
+            raise RuntimeError("asynchronous rollouts need a sampler of their own, but the rollout source "
+                               "samples from the trainer's model object (DirectRollouts built with "
+                               "rapo.async_rollouts keeps a copy: do not point it at the trainer's model)")
+        before = self.schedule.state_dict()
+        prompts = self.schedule.next_batch()
+        step = self.state.step + 1
+        task = asyncio.create_task(self._sample(prompts, step, self.state.policy_version + 1))
+        self._prefetch = _Prefetch(step, before, task)
+
+    async def _take_prefetch(self) -> _Batch:
+        pre, self._prefetch = self._prefetch, None
+        assert pre is not None
+        try:
+            return await pre.task
+        except BaseException:
+            self.schedule.load_state_dict(pre.schedule_before)  # its prompts were not trained on
+            raise
+
+    async def _update_off_loop(self, flat: list[Any], advantages: list[float]) -> dict[str, float]:
+        """``_update`` on the trainer's own thread (with its share of the torch threads), so that the
+        event loop keeps serving the background sampling: tool calls, the next turns."""
+        if self._train_pool is None:
+            self._train_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fathom-train")
+        threads = self._threads[1] if self._threads is not None else None
+        return await asyncio.get_running_loop().run_in_executor(
+            self._train_pool, _with_threads, threads, self._update, flat, advantages)
 
     def _prepare_batch(self, prompts: Sequence[Prompt],
                        groups: list[list[Any]]) -> tuple[list[Any], list[float], dict[str, Any]]:
@@ -369,7 +584,9 @@ class RapoTrainer:
         updates = 0
         self.model.train()
         for start in range(0, len(order), cfg.minibatch_size):
-            idx = [i for i in order[start: start + cfg.minibatch_size] if flat[i].completion_ids]
+            # Only rollouts with a sampled token train (a trajectory can be all prefill and context).
+            idx = [i for i in order[start: start + cfg.minibatch_size]
+                   if any(flat[i].mask[: len(flat[i].completion_ids)])]
             if not idx:
                 continue
             batch = [flat[i] for i in idx]
@@ -459,15 +676,32 @@ def direct_reward(text: str, golds: Sequence[str], kind: str) -> tuple[float, bo
 
 
 class DirectRollouts:
-    """One sampled answer per rollout from the trainer's own model object: weights are always the
-    latest, so ``push_weights`` has nothing to copy. Sampling is seeded by (seed, step, prompt), so
-    a resumed run draws the same rollouts."""
+    """One sampled answer per rollout. Synchronous runs sample from the trainer's own model object:
+    weights are always the latest, so ``push_weights`` has nothing to copy. Asynchronous runs
+    (``rapo.async_rollouts``) sample while the trainer updates, so from a copy of their own, on a
+    thread of their own (with the sampler's share of the torch threads); ``push_weights`` copies the
+    trainer's weights into it on that thread, between batches. Rollouts carry the trainer version
+    they were sampled with as ``policy_version``. Sampling is seeded by (seed, step, prompt), so a
+    resumed run draws the same rollouts from the same weights."""
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, config: RunConfig) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.config = config
         self.version = 0
+        self.threads: int | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        if config.rapo.async_rollouts:
+            self.model = _frozen_copy(model)
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fathom-sample")
+            if config.device == "cpu":
+                self.threads = thread_split(config.torch_threads or torch.get_num_threads(),
+                                            config.rapo.sampler_threads)[0]
+
+    @property
+    def expected_version(self) -> str:
+        """The ``policy_version`` the next rollouts carry."""
+        return str(self.version)
 
     def prompt_ids(self, question: str) -> list[int]:
         text = self.tokenizer.apply_chat_template(
@@ -507,16 +741,38 @@ class DirectRollouts:
         model.train(was_training)
         return rollouts
 
-    async def rollouts(self, prompts: Sequence[Prompt], group_size: int, step: int) -> list[list[Any]]:
+    async def rollouts(self, prompts: Sequence[Prompt], group_size: int, step: int, *,
+                       accept: Collection[str] | None = None) -> list[list[Any]]:
+        if accept is not None and self.expected_version not in accept:
+            raise _stale_rollout(f"step {step}: the sampler holds policy version {self.expected_version}, "
+                                 f"the caller accepts {sorted(accept)}")
         base = self.config.seed * 1_000_003 + step * 1_009
-        return [self.sample(p, group_size, base + i) for i, p in enumerate(prompts)]
+
+        def sample_all() -> list[list[Any]]:
+            return [self.sample(p, group_size, base + i) for i, p in enumerate(prompts)]
+
+        if self._pool is None:
+            return sample_all()
+        return await asyncio.get_running_loop().run_in_executor(self._pool, _with_threads, self.threads,
+                                                                sample_all)
 
     async def push_weights(self, model: torch.nn.Module, version: int) -> None:
-        self.model = model  # the same object the optimizer updates
+        if self._pool is None:
+            self.model = model  # the same object the optimizer updates
+            self.version = version
+            return
+        state = {k: v.detach() for k, v in model.state_dict().items()}
+        await asyncio.get_running_loop().run_in_executor(self._pool, self._load, state, version)
+
+    def _load(self, state: dict[str, torch.Tensor], version: int) -> None:
+        """On the sampling thread, between batches: weights and version change together."""
+        with torch.no_grad():
+            self.model.load_state_dict(state)
         self.version = version
 
     async def aclose(self) -> None:
-        return None
+        if self._pool is not None:
+            await asyncio.to_thread(self._pool.shutdown, True)
 
 
 def evaluate_direct(source: DirectRollouts, prompts: Sequence[Prompt], *, samples: int = 4,
