@@ -212,6 +212,17 @@ async def trainer_rollouts(settings: Settings, bench: RolloutBench, *, asynchron
     return out | {"model": cfg.model, "mode": "async" if asynchronous else "sync", "tool_path": path}
 
 
+def _die_with_parent() -> None:
+    """In the child before exec (Linux): SIGTERM when the bench dies, so that a bench killed before
+    its cleanup leaves no Redis behind."""
+    import ctypes
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 @contextmanager
 def private_redis() -> Iterator[str]:
     """``redis-server`` on a free loopback port, no persistence, for this bench alone."""
@@ -226,7 +237,8 @@ def private_redis() -> Iterator[str]:
     with tempfile.TemporaryDirectory(prefix="fathom-bench-redis-") as tmp:
         proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                                  "--appendonly", "no", "--dir", tmp],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                preexec_fn=_die_with_parent)
         try:
             deadline = time.monotonic() + 15
             while not redis_pings(url):
