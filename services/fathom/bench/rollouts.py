@@ -46,8 +46,9 @@ LIVE_QUERIES = ("Eiffel Tower designer", "penicillin discovery year", "Marie Cur
 @dataclass
 class RolloutBench:
     latency_s: float = 0.5  # replay model seconds per turn
-    prompts: int = 2
+    prompts: int = 2  # (a): prompts in the measured batch
     group_size: int = 2
+    train_prompts: int = 1  # (b), (c): prompts per trainer step (each step trains G x this rollouts)
     bundled: bool = True  # row (b)
     plane: bool = True  # row (c)
     steps: int = 3  # trainer steps per run in (b) and (c)
@@ -167,7 +168,7 @@ def _run_config(bench: RolloutBench, out_dir: str, *, asynchronous: bool, tools:
         "name": "bench-rollouts", "output_dir": out_dir, "tensorboard": False,
         "torch_threads": bench.torch_threads, "reward_stage": 1, "judge": "exact",
         # one group per optimizer step: a minibatch of whole trajectories is the memory peak
-        "rapo": {"group_size": bench.group_size, "batch_prompts": bench.prompts,
+        "rapo": {"group_size": bench.group_size, "batch_prompts": bench.train_prompts,
                  "minibatch_size": bench.group_size, "max_steps": bench.steps,
                  "learning_rate": 1e-6, "async_rollouts": asynchronous},
         "rollout": {"kind": "agent", "guided": True, "temperature": 1.0,
@@ -183,7 +184,7 @@ def _prompts(bench: RolloutBench) -> list[Any]:
     from fathom.training.data import Prompt
 
     return [Prompt(f"q{i}", QUESTIONS[i % len(QUESTIONS)], ("France",) if i % 2 == 0 else ("1928",))
-            for i in range(bench.prompts * bench.steps)]
+            for i in range(bench.train_prompts * bench.steps)]
 
 
 async def trainer_rollouts(settings: Settings, bench: RolloutBench, *, asynchronous: bool,
@@ -208,7 +209,7 @@ async def trainer_rollouts(settings: Settings, bench: RolloutBench, *, asynchron
         finally:
             await source.aclose()
     path = "plane queues (train lane)" if tools == "queue" else "in-process Toolbox (local web)"
-    out = trainer_split(rows, bench.prompts * bench.group_size)
+    out = trainer_split(rows, bench.train_prompts * bench.group_size)
     return out | {"model": cfg.model, "mode": "async" if asynchronous else "sync", "tool_path": path}
 
 
@@ -320,7 +321,7 @@ async def plane_rollouts(settings: Settings, bench: RolloutBench) -> dict[str, A
             # One pool for both lanes (live queues read first). The stack's extra live-only pool
             # cannot run beside it in this process (kombu's event hub is process-wide), so the pool
             # has two slots more than the rollouts can hold: a live call always finds one free.
-            slots = bench.workers or bench.prompts * bench.group_size + 2
+            slots = bench.workers or bench.train_prompts * bench.group_size + 2
             with start_worker(app, pool="threads", concurrency=slots,
                               queues=worker_queues(["search", "fetch"], "both"), perform_ping_check=False,
                               loglevel="WARNING", shutdown_timeout=20):

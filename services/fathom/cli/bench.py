@@ -154,7 +154,8 @@ def _run_and_print(run: Callable[[], dict[str, Any]],
 @app.command("rollouts")
 def rollouts(
     latency_s: float = typer.Option(0.5, "--latency", min=0.0, help="Replay model seconds per turn."),
-    prompts: int = typer.Option(2, "--prompts", min=1, help="Prompts per batch (step)."),
+    prompts: int = typer.Option(2, "--prompts", min=1, help="(a): prompts in the measured batch."),
+    train_prompts: int = typer.Option(1, "--train-prompts", min=1, help="(b), (c): prompts per step."),
     group_size: int = typer.Option(2, "--group", min=1, help="G rollouts per prompt."),
     bundled: bool = typer.Option(True, "--bundled/--no-bundled",
                                  help="(b): RAPO steps on the bundled model, synchronous and asynchronous."),
@@ -176,7 +177,8 @@ def rollouts(
     from fathom.bench.rollouts import RolloutBench, run_rollouts_bench, summary_lines
     from fathom.core.config import get_settings
 
-    bench = RolloutBench(latency_s=latency_s, prompts=prompts, group_size=group_size, bundled=bundled,
+    bench = RolloutBench(latency_s=latency_s, prompts=prompts, train_prompts=train_prompts,
+                         group_size=group_size, bundled=bundled,
                          plane=plane, steps=steps, bundled_max_new_tokens=max_new_tokens,
                          bundled_max_turns=max_turns, torch_threads=threads, live_rate=live_rate,
                          live_idle_calls=live_idle_calls, workers=workers)
