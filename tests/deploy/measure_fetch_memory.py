@@ -26,7 +26,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,15 +37,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from fathom.serve.stack import free_port, private_redis
 from fathom.tools.fetch.process_tree import cmdline, descendants, memory_kib
 
 KIB_PER_MIB = 1024
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _is_chromium(pid: int) -> bool:
@@ -158,31 +152,6 @@ def heavy_site(pages: int) -> Iterator[tuple[str, list[str]]]:
         server.server_close()
 
 
-@contextlib.contextmanager
-def private_redis(directory: Path) -> Iterator[str]:
-    port = _free_port()
-    proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(directory)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        import redis
-
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                if redis.Redis.from_url(url, socket_connect_timeout=0.5).ping():
-                    break
-            except redis.RedisError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
 def _wait_worker_ready(log: Path, proc: subprocess.Popen[bytes], timeout_s: float = 120) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -234,9 +203,10 @@ def measure(pages: int, heavy: int, extract: int, threads: int | None) -> dict[s
     work = Path(tempfile.mkdtemp(prefix="fathom-measure-"))
     report: dict[str, Any] = {"method": __doc__.split("\n\n")[1].replace("\n", " ") if __doc__ else ""}
     try:
-        with private_redis(work) as redis_url, heavy_site(heavy) as (heavy_origin, heavy_urls):
+        with private_redis("the fetch memory measurement") as redis_url, \
+                heavy_site(heavy) as (heavy_origin, heavy_urls):
             index = ensure_sample_index(Settings())
-            web = LocalWeb(index, port=_free_port()).start()
+            web = LocalWeb(index, port=free_port()).start()
             try:
                 ids = web.corpus.ids()
                 js = [web.url_for(d) for d in ids if web.is_js(d)]

@@ -27,7 +27,8 @@ from typing import Any
 import pytest
 import yaml
 from fathom.core.config import Settings
-from pydantic import BaseModel
+
+from tests.deploy.settings_keys import setting_exists
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER_DIR = ROOT / "docker"
@@ -185,16 +186,6 @@ def test_migrate_one_shot_migrates(tmp_path: Path) -> None:
     assert {"jobs", "alembic_version"} <= tables
 
 
-def _field_path_exists(model: type[BaseModel], path: list[str]) -> bool:
-    field = model.model_fields.get(path[0])
-    if field is None:
-        return False
-    if len(path) == 1:
-        return True
-    sub = field.annotation
-    return isinstance(sub, type) and issubclass(sub, BaseModel) and _field_path_exists(sub, path[1:])
-
-
 def test_every_fathom_key_is_a_real_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     keys = dict(_env_example(include_commented=True))
     for svc in _fathom_services().values():
@@ -203,8 +194,7 @@ def test_every_fathom_key_is_a_real_setting(monkeypatch: pytest.MonkeyPatch) -> 
               and k != "FATHOM_ENV_FILE"}
     assert len(fathom) > 20
     for key in fathom:
-        path = key.removeprefix("FATHOM_").lower().split("__")
-        assert _field_path_exists(Settings, path), f"{key} is not a setting of fathom.core.config.Settings"
+        assert setting_exists(key), f"{key} is not a setting of fathom.core.config.Settings"
     # And the values parse: the compose wiring with the example's (uncommented) values.
     env = _env_example(include_commented=False)
     for key, value in fathom.items():

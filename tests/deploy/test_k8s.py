@@ -27,6 +27,8 @@ import pytest
 import yaml
 from fathom.core.config import PlaneSettings, Settings
 
+from tests.deploy.settings_keys import setting_exists
+
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
 TOOLS = ROOT / ".venv" / "deploy" / "bin"
@@ -305,29 +307,6 @@ def test_every_container_runs_a_real_fathom_command(rendered: dict[str, Rendered
                 assert port in declared, f"{obj['metadata']['name']} listens on {port}, declares {declared}"
     assert {("serve", s) for s in ("gateway", "policy", "synthesis", "reward", "tools", "web")} <= seen
     assert ("worker",) in seen and ("train", "rapo") in seen
-
-
-def setting_exists(key: str) -> bool:
-    """FATHOM_POLICY__BASE_URL -> Settings.policy.base_url exists (nested groups by `__`)."""
-    from pydantic import BaseModel
-
-    if not key.startswith("FATHOM_"):
-        return False
-    model: type[BaseModel] = Settings
-    parts = key[len("FATHOM_"):].lower().split("__")
-    for i, part in enumerate(parts):
-        info = model.model_fields.get(part)
-        if info is None:
-            return False
-        annotation = info.annotation
-        is_group = isinstance(annotation, type) and issubclass(annotation, BaseModel)
-        if i < len(parts) - 1:
-            if not is_group:
-                return False
-            model = annotation  # type: ignore[assignment]
-        elif is_group:  # FATHOM_PLANE names a group, not a setting
-            return False
-    return True
 
 
 def test_setting_exists_reads_the_settings_tree() -> None:

@@ -23,12 +23,10 @@ from __future__ import annotations
 
 import asyncio
 import math
-import shutil
-import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -213,49 +211,6 @@ async def trainer_rollouts(settings: Settings, bench: RolloutBench, *, asynchron
     return out | {"model": cfg.model, "mode": "async" if asynchronous else "sync", "tool_path": path}
 
 
-def _die_with_parent() -> None:
-    """In the child before exec (Linux): SIGTERM when the bench dies, so that a bench killed before
-    its cleanup leaves no Redis behind."""
-    import ctypes
-    import signal
-    import sys
-
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-@contextmanager
-def private_redis() -> Iterator[str]:
-    """``redis-server`` on a free loopback port, no persistence, for this bench alone."""
-    from fathom.serve.stack import free_port, redis_pings
-
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise RuntimeError("redis-server not found on PATH: row (c) runs the plane on a private Redis "
-                           "(or pass --no-plane)")
-    port = free_port()
-    url = f"redis://127.0.0.1:{port}/0"
-    with tempfile.TemporaryDirectory(prefix="fathom-bench-redis-") as tmp:
-        proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                 "--appendonly", "no", "--dir", tmp],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                preexec_fn=_die_with_parent)
-        try:
-            deadline = time.monotonic() + 15
-            while not redis_pings(url):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"redis-server did not start on port {port}")
-                time.sleep(0.05)
-            yield url
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
 class LiveStream:
     """Live-lane tool calls at a fixed rate (open loop: a slow call does not delay the next),
     alternating a search and a raw page fetch; each call's latency is recorded with its start time."""
@@ -304,8 +259,9 @@ async def plane_rollouts(settings: Settings, bench: RolloutBench) -> dict[str, A
     from fathom.queue.results import ResultWaiter
     from fathom.queue.runner import QueueToolRunner
     from fathom.queue.worker_runtime import close_runtimes
+    from fathom.serve.stack import private_redis
 
-    with private_redis() as redis_url:
+    with private_redis(purpose="row (c) of the rollouts bench (or pass --no-plane)") as redis_url:
         s = settings.model_copy(deep=True)
         s.plane.broker_url = redis_url
         s.plane.redis_url = redis_url

@@ -25,6 +25,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -83,6 +84,47 @@ def redis_pings(url: str, timeout: float = 1.0) -> bool:
             client.close()
     except (redis.RedisError, OSError, ValueError):
         return False
+
+
+def _die_with_parent() -> None:
+    """In the child before exec (Linux): SIGTERM when the bench dies, so that a bench killed before
+    its cleanup leaves no Redis behind."""
+    import ctypes
+
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+@contextlib.contextmanager
+def private_redis(purpose: str = "a private Redis") -> Iterator[str]:
+    """``redis-server`` on a free loopback port, no persistence, stopped on exit (and, on Linux, when
+    the caller dies first): a bench's or a measurement's own Redis."""
+    import tempfile
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError(f"redis-server not found on PATH (needed for {purpose})")
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    with tempfile.TemporaryDirectory(prefix="fathom-redis-") as tmp:
+        proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                 "--appendonly", "no", "--dir", tmp],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                preexec_fn=_die_with_parent)
+        try:
+            deadline = time.monotonic() + 15
+            while not redis_pings(url):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"redis-server did not start on port {port}")
+                time.sleep(0.05)
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 @dataclass

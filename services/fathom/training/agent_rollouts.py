@@ -23,7 +23,7 @@ from fathom.core.errors import ServiceError
 from fathom.core.logging import get_logger
 from fathom.training.config import RunConfig
 from fathom.training.data import Prompt
-from fathom.training.trainer import DirectRollouts, RolloutSource
+from fathom.training.trainer import DirectRollouts, RolloutSource, StaleRollout
 
 log = get_logger(__name__)
 
@@ -33,10 +33,6 @@ class WeightSyncUnavailable(RuntimeError):
     off-policy from step 2 on: a policy service whose backend loads no weights (a vLLM server, the
     replay model: LoadWeights answers UNIMPLEMENTED), or a gRPC policy with no shared weights
     directory (``rollout.weights_dir`` / ``plane.weights_dir``)."""
-
-
-class StaleRollout(RuntimeError):
-    """A rollout was sampled by weights other than the last ones pushed."""
 
 
 def rollout_settings(config: RunConfig, settings: Any) -> Any:

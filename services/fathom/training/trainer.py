@@ -110,10 +110,8 @@ class _PyRandom:
         self.rng.setstate((version, tuple(internal), gauss))
 
 
-def _stale_rollout(message: str) -> Exception:
-    from fathom.training.agent_rollouts import StaleRollout  # it imports this module: late
-
-    return StaleRollout(message)
+class StaleRollout(RuntimeError):
+    """A rollout was sampled by weights other than the last ones pushed."""
 
 
 def check_staleness(trainer_version: int, rollout_version: int, max_staleness: int) -> int:
@@ -123,7 +121,7 @@ def check_staleness(trainer_version: int, rollout_version: int, max_staleness: i
     ``StaleRollout``. A synchronous run checks with ``max_staleness`` 0."""
     staleness = trainer_version - rollout_version
     if not 0 <= staleness <= max_staleness:
-        raise _stale_rollout(f"rollouts of policy version {rollout_version} for trainer version "
+        raise StaleRollout(f"rollouts of policy version {rollout_version} for trainer version "
                              f"{trainer_version}: staleness {staleness}, allowed 0..{max_staleness}")
     return staleness
 
@@ -424,7 +422,7 @@ class RapoTrainer:
                                     cfg.max_staleness if self._async else 0)
         tags = sorted({str(getattr(r, "policy_version", "")) for g in batch.groups for r in g})
         if len(tags) > 1:
-            raise _stale_rollout(f"step {batch.step}: one batch carries several policy versions {tags}")
+            raise StaleRollout(f"step {batch.step}: one batch carries several policy versions {tags}")
         if self._async:
             push_s += await self._push()  # the last update's weights: no sampling is in flight now
             if self._may_prefetch():
@@ -744,7 +742,7 @@ class DirectRollouts:
     async def rollouts(self, prompts: Sequence[Prompt], group_size: int, step: int, *,
                        accept: Collection[str] | None = None) -> list[list[Any]]:
         if accept is not None and self.expected_version not in accept:
-            raise _stale_rollout(f"step {step}: the sampler holds policy version {self.expected_version}, "
+            raise StaleRollout(f"step {step}: the sampler holds policy version {self.expected_version}, "
                                  f"the caller accepts {sorted(accept)}")
         base = self.config.seed * 1_000_003 + step * 1_009
 

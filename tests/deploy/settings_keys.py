@@ -1,0 +1,28 @@
+"""Whether a FATHOM_* environment key names a real setting: shared by the compose and Kubernetes checks."""
+
+from __future__ import annotations
+
+from fathom.core.config import Settings
+
+
+def setting_exists(key: str) -> bool:
+    """FATHOM_POLICY__BASE_URL -> Settings.policy.base_url exists (nested groups by `__`)."""
+    from pydantic import BaseModel
+
+    if not key.startswith("FATHOM_"):
+        return False
+    model: type[BaseModel] = Settings
+    parts = key[len("FATHOM_"):].lower().split("__")
+    for i, part in enumerate(parts):
+        info = model.model_fields.get(part)
+        if info is None:
+            return False
+        annotation = info.annotation
+        is_group = isinstance(annotation, type) and issubclass(annotation, BaseModel)
+        if i < len(parts) - 1:
+            if not is_group:
+                return False
+            model = annotation  # type: ignore[assignment]
+        elif is_group:  # FATHOM_PLANE names a group, not a setting
+            return False
+    return True
