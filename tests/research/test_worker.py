@@ -10,10 +10,12 @@ import time
 from pathlib import Path
 
 import pytest
+from fathom.agent.trajectory import Trajectory
+from fathom.core.errors import FailedPrecondition
 from fathom.queue.cancel import CancelBus
 from fathom.research.bus import EventBus, job_stream
 from fathom.research.sweeper import Sweeper
-from fathom.research.worker import run_job
+from fathom.research.worker import LocalTrajectoryRunner, SynthesisDone, run_job
 from fathom.store.repository import JobStore
 
 from tests.agent.agent_scripted import ScriptedBackend
@@ -149,3 +151,63 @@ async def test_a_reconnecting_watcher_misses_nothing(store: JobStore, request: p
         watcher.close()
     assert seen == list(range(total + 1))
     assert [e.payload["turn"] for e in store.events_since(stream, 0, 100)] == list(range(total + 1))
+
+
+class _StallingSynthesis:
+    """A synthesis step that never ends (the worker dies in it); counts its calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def synthesize(self, job_id: str, question: str, traj: Trajectory) -> SynthesisDone:
+        self.calls += 1
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+class _RecordingSynthesis:
+    def __init__(self) -> None:
+        self.seen: list[Trajectory] = []
+
+    async def synthesize(self, job_id: str, question: str, traj: Trajectory) -> SynthesisDone:
+        self.seen.append(traj)
+        return SynthesisDone(words=3, invalid_citations_removed=0)
+
+
+@pytest.mark.parametrize("stored_end", [True, False], ids=["end-stored", "only-the-last-step"])
+async def test_a_job_that_dies_after_its_trajectory_ended_goes_straight_to_synthesis(
+        store: JobStore, tmp_path: Path, stored_end: bool) -> None:
+    """The worker died in synthesis (or between recording the answering step and storing the end):
+    the requeued job must not ask the policy for more turns (the PolicyService refuses an ended
+    trajectory with FAILED_PRECONDITION); it synthesizes what was recorded and succeeds."""
+    job_id = store.create_job(QUESTION, "report")
+    stalling = _StallingSynthesis()
+    ctx = context(store, ScriptedBackend([SEARCH, READ, ANSWER]), worker_id="dies", lease_s=0.6)
+    ctx.synthesis = stalling
+    dying = asyncio.create_task(run_job(job_id, ctx))
+    await wait_for(lambda: stalling.calls == 1, "the first worker to reach synthesis")
+    dying.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await dying
+    tid = store.trajectory_ids(job_id)[-1]
+    if not stored_end:  # as if it died before finish_trajectory: only the steps are there
+        stored = store.load_trajectory_by_id(tid)
+        stored.stop_reason, stored.answer = None, None
+        store.finish_trajectory(tid, stored)
+    await wait_for(lambda: bool(store.expired_leases(10)), "the dead worker's lease to expire")
+
+    class _NoMoreTurns(LocalTrajectoryRunner):
+        async def run(self, *args: object, **kwargs: object) -> Trajectory:
+            raise FailedPrecondition("the trajectory has already ended: its last step made no tool call")
+
+    second = context(store, ScriptedBackend([]), worker_id="resumes")
+    second.runner = _NoMoreTurns(second.runner.agent)  # type: ignore[attr-defined]
+    recording = _RecordingSynthesis()
+    second.synthesis = recording
+    assert await run_job(job_id, second) == "succeeded"
+    assert [len(t.steps) for t in recording.seen] == [3] and recording.seen[0].answer == ANSWER_TEXT
+    assert recording.seen[0].stop_reason == "answered"
+    job = store.get_job(job_id)
+    assert job.answer == ANSWER_TEXT and job.worker_id == "resumes"
+    assert step_indexes(store, job_id) == [0, 1, 2] and len(store.trajectory_ids(job_id)) == 1
+    assert store.load_trajectory_by_id(tid).stop_reason == "answered"

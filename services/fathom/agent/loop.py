@@ -149,7 +149,7 @@ class AgentLoop:
                 if budget_cut and step.answer is None:
                     await self._emit(on_step, step, traj)
                     return await self._limit_reached(traj, context, "context_budget", on_step, ids)
-                traj.answer = self._last_answer(traj)
+                traj.answer = traj.last_answer
                 traj.stop_reason = "answered" if step.answer is not None else "no_tool_call"
                 await self._emit(on_step, step, traj)
                 return
@@ -199,7 +199,7 @@ class AgentLoop:
         if self.settings.force_final_answer:
             return await self._final_turn(traj, context, reason, on_step, ids)
         traj.stop_reason = reason
-        traj.answer = self._last_answer(traj)
+        traj.answer = traj.last_answer
         traj.total_tokens = self.backend.count_tokens(context)
         log.info("agent.limit_reached", reason=reason, steps=len(traj.steps),
                  answered=traj.answer is not None)
@@ -215,7 +215,7 @@ class AgentLoop:
         allowance = min(self.final_answer_tokens, room)
         traj.stop_reason = reason
         if allowance <= 0:  # only reachable with a reserve smaller than the nudge
-            traj.answer = self._last_answer(traj)
+            traj.answer = traj.last_answer
             log.warning("agent.no_room_for_final_answer", context_tokens=context_tokens, budget=budget)
             return
         started = time.perf_counter()
@@ -235,7 +235,7 @@ class AgentLoop:
             call.result = None
         traj.steps.append(step)
         traj.total_tokens = self.backend.count_tokens(context + step.text + protocol.END_OF_TURN)
-        traj.answer = self._last_answer(traj)
+        traj.answer = traj.last_answer
         self._time(step, started)
         await self._emit(on_step, step, traj)
 
@@ -448,10 +448,6 @@ class AgentLoop:
         used = sum(1 for c in traj.tool_calls
                    if c.error is None and c.result is not None and id(c) not in skip)
         return max(0, limit - used)
-
-    @staticmethod
-    def _last_answer(traj: Trajectory) -> str | None:
-        return next((s.answer for s in reversed(traj.steps) if s.answer is not None), None)
 
     @staticmethod
     def _time(step: Step, started: float) -> None:

@@ -267,14 +267,9 @@ def _check_resume(steps: Sequence[Step]) -> None:
         if step.index != i:
             raise InvalidArgument(f"resume_steps[{i}] has index {step.index}; steps must be 0, 1, 2, ...",
                                   reason="BAD_RESUME_STEPS", field="resume_steps")
-    if steps and _ended(steps[-1]):
+    if steps and steps[-1].ends_trajectory:
         raise FailedPrecondition("the trajectory has already ended: its last step made no tool call",
                                  reason="TRAJECTORY_FINISHED", steps=len(steps))
-
-
-def _ended(step: Step) -> bool:
-    """A step after which the loop would not generate again (answer given, no calls, forced final)."""
-    return step.forced_final or not step.tool_calls
 
 
 def _uses_guided(settings: Settings) -> bool:

@@ -48,6 +48,11 @@ class Step:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @property
+    def ends_trajectory(self) -> bool:
+        """A step after which the loop would not generate again (answer given, no calls, forced final)."""
+        return self.forced_final or not self.tool_calls
+
 
 StopReason = Literal[
     "answered", "no_tool_call", "max_turns", "context_budget", "max_tool_calls", "error", "cancelled"
@@ -64,6 +69,11 @@ class Trajectory:
     total_tokens: int = 0
     model: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def last_answer(self) -> str | None:
+        """The answer of the last step that gave one (a later turn may add none)."""
+        return next((s.answer for s in reversed(self.steps) if s.answer is not None), None)
 
     @property
     def tool_calls(self) -> list[ToolCall]:

@@ -244,6 +244,21 @@ async def execute_job(job_id: str, ctx: WorkerContext, on_event: EventSink | Non
     return await _JobRun(job, ctx, on_event).execute()
 
 
+def _ended_before(traj: Trajectory) -> bool:
+    """Whether a resumed trajectory already ended: its end was stored, or its last recorded step
+    ended it and the worker died before storing the end (then the end is filled in here)."""
+    from fathom.agent.loop import FINISHED
+
+    if traj.stop_reason in FINISHED:
+        return True
+    if not traj.steps or not traj.steps[-1].ends_trajectory:
+        return False
+    last = traj.steps[-1]
+    traj.answer = traj.last_answer
+    traj.stop_reason = "answered" if last.answer is not None else "no_tool_call"
+    return True
+
+
 def tool_target(name: str | None, arguments: dict[str, Any]) -> str:
     if name == "search_urls":
         return str(arguments.get("query", ""))
@@ -377,10 +392,17 @@ class _JobRun:
     async def _run_to_end(self, deadline: float | None) -> JobOutcome:
         job, store, out = self.job, self.ctx.store, self.outcome
         assert self.traj is not None
-        traj = await self.ctx.runner.run(
-            job.question, self.mode, self.on_step, self.traj, trajectory_id=self.trajectory_id,
-            lane=job.lane, deadline=deadline, job_id=job.id,
-        )
+        if _ended_before(self.traj):
+            # An earlier worker finished the trajectory and died (or lost its lease) before the job
+            # ended, e.g. during synthesis: the policy has nothing left to do; go on from there.
+            log.info("research_job_trajectory_already_ended", job_id=job.id, steps=len(self.traj.steps),
+                     stop_reason=self.traj.stop_reason)
+            traj = self.traj
+        else:
+            traj = await self.ctx.runner.run(
+                job.question, self.mode, self.on_step, self.traj, trajectory_id=self.trajectory_id,
+                lane=job.lane, deadline=deadline, job_id=job.id,
+            )
         self.traj = out.trajectory = traj
         await asyncio.to_thread(store.finish_trajectory, self.trajectory_id, traj)
         out.timings["agent_s"] = self.elapsed()
