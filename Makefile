@@ -18,6 +18,8 @@ help:
 	@echo "make bench  - tool and research benchmarks (prints numbers)"
 	@echo "make stack  - the distributed plane on this machine: Redis, store, web, gRPC services, workers"
 	@echo "make stack-down - stop it"
+	@echo "make docker / stack-docker / test-docker - images; the compose stack + one job; the e2e test"
+	@echo "make k8s-validate - render and validate the Kubernetes manifests"
 
 setup: $(STAMP) $(CHROMIUM) deploy-tools
 	@$(BIN)/fathom models prepare
@@ -92,9 +94,14 @@ k8s-validate: $(STAMP) deploy-tools
 # machine's wheels (TARGETS=..., TAG=..., TORCH_INDEX_URL=... for CUDA torch); `make stack-docker`
 # brings docker/compose.yaml up (docker/.env: made from env.example with fresh secrets) and runs
 # one research job over gRPC against it; `make docker-down` stops it (volumes kept).
-.PHONY: docker stack-docker docker-down
+.PHONY: docker stack-docker docker-down test-docker
 docker: $(STAMP)
 	docker/build.sh
+
+# The containers end to end (tests/deploy/test_docker.py): dockerd if none answers, every image
+# built (layer caches keep a rerun to minutes), the compose stack up, one research job over gRPC, down.
+test-docker: setup
+	FATHOM_TEST_DOCKER=1 $(BIN)/python -m pytest -q -p no:cacheprovider -m docker tests/deploy/test_docker.py
 
 stack-docker: docker
 	docker/stack.sh up

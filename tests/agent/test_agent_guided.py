@@ -244,7 +244,7 @@ async def test_bundled_model_runs_the_multi_turn_loop_in_the_local_runtime(tmp_p
     from fathom.research.runtime import LocalRuntime
 
     settings = Settings(data_dir=tmp_path, extract=ExtractSettings(cache=False),
-                        agent=AgentSettings(guided_max_turns=7, guided_reads_per_search=1))
+                        agent=AgentSettings(guided_max_turns=5, guided_reads_per_search=1))
     async with LocalRuntime(settings) as rt:
         loop = rt.service.agent
         loop.sampling = replace(loop.sampling, seed=0)  # repeatable at the policy's own temperature
@@ -258,7 +258,7 @@ async def test_bundled_model_runs_the_multi_turn_loop_in_the_local_runtime(tmp_p
     pages_before = sup.pages_read(replace(traj, steps=traj.steps[:second]))
     names = [span.text for page in pages_before for q in page.quotes for span in sup.quote_spans(q)]
     assert any(str(searches[1].arguments["query"]).startswith(name) for name in names)
-    assert traj.stop_reason in ("answered", "no_tool_call") and len(traj.steps) <= 7
+    assert traj.stop_reason in ("answered", "no_tool_call") and len(traj.steps) <= 5
     if traj.answer is not None:  # grounded in a verified quote of a page read, and not junk
         assert sup.junk_reason(traj.answer, LELAND) is None
         assert any(traj.answer in q for page in sup.pages_read(traj) for q in page.quotes)

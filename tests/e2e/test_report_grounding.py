@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from fathom.agent.trajectory import Trajectory
-from fathom.core.config import ExtractSettings, FetchSettings, Settings
+from fathom.core.config import AgentSettings, ExtractSettings, FetchSettings, Settings
 from fathom.research.runtime import LocalRuntime
 from fathom.synthesis.citations import url_key
 from fathom.synthesis.grounding import grounding, is_placeholder
@@ -43,7 +43,10 @@ class Run:
 def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
     data_dir = tmp_path_factory.mktemp("grounding-data")
     # Extraction cache off: what is checked is this code's extraction, not a stored older one.
-    settings = Settings(data_dir=data_dir, extract=ExtractSettings(cache=False))
+    # Four guided turns (search, read, read, answer: two pages to cite) keep the CPU run short; the
+    # protocol, the fetchers, the extractor and the synthesizer are the demo's.
+    settings = Settings(data_dir=data_dir, extract=ExtractSettings(cache=False),
+                        agent=AgentSettings(guided_max_turns=4))
 
     async def run() -> Run:
         async with LocalRuntime(settings) as rt:

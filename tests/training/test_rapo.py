@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -346,7 +347,18 @@ def _no_reward(completions: list[object], **_: object) -> list[float | None]:
     return [0.0] * len(completions)
 
 
+@pytest.fixture
+def own_accelerate_state() -> Iterator[None]:
+    """TRL's trainer sets up accelerate's process-wide AcceleratorState; drop it afterwards, so that
+    later trainers in this test process start from a clean one (as each run's own process does)."""
+    yield
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
 @pytest.mark.slow
+@pytest.mark.usefixtures("own_accelerate_state")
 def test_grpo_token_loss_equals_trl_grpo_trainer(tmp_path) -> None:
     """TRL's ``GRPOTrainer._compute_loss`` (``loss_type="dapo"``, k3 KL, ``tool_mask``) on the bundled
     SmolLM2-135M and ours on the same log-probs give the same loss, gradients and statistics, with
@@ -365,6 +377,7 @@ def test_grpo_token_loss_equals_trl_grpo_trainer(tmp_path) -> None:
         loss_type="dapo",
         report_to=[],
         use_cpu=True,
+        bf16=False,  # GRPOConfig defaults to bf16 autocast; ours runs in float32 here
         max_completion_length=6,
     )
     trainer = GRPOTrainer(

@@ -218,3 +218,20 @@ def test_real_updates_and_a_resumed_run_matches_an_unbroken_one(tmp_path: Path) 
     wa = unbroken.accelerator.unwrap_model(unbroken.model).state_dict()
     wb = resumed.accelerator.unwrap_model(resumed.model).state_dict()
     assert all(torch.allclose(wa[k], wb[k], atol=1e-5) for k in wa)
+
+
+def test_a_process_set_up_for_another_precision_is_refused_not_inherited(tmp_path: Path) -> None:
+    """accelerate's AcceleratorState is process-wide: a trainer that did not name its precision would
+    train in whatever an earlier one set up (TRL's GRPOConfig defaults to bf16). Ours names it."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    cfg = _config(tmp_path, 1)
+    assert cfg.mixed_precision == "no"
+    AcceleratorState._reset_state(reset_partial_state=True)  # as in a new process: then the other trainer
+    Accelerator(cpu=True, mixed_precision="bf16")
+    try:
+        with pytest.raises(ValueError, match="mixed_precision='no'"):
+            RapoTrainer(cfg, DirectRollouts(torch.nn.Linear(2, 2), None, cfg), torch.nn.Linear(2, 2), None)
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)

@@ -43,10 +43,18 @@ def _run(service: str, main: Callable[[], Coroutine[Any, Any, None]]) -> None:
 
 def _serve(service: str, address: str | None, metrics_port: int | None) -> None:
     from fathom.core.config import get_settings
+    from fathom.core.errors import ConfigError
     from fathom.core.logging import configure_logging
+    from fathom.rpc.server import check_address
 
     settings = get_settings()
     configure_logging(settings.log_level, json=settings.log_json, process_name=service)
+    if address:
+        try:  # before any model or index is loaded: a typo fails in a moment, not after a load
+            check_address(address)
+        except ConfigError as exc:
+            print_error(f"fathom serve {service}: {exc}")
+            raise typer.Exit(2) from exc
     module = importlib.import_module(f"fathom.serve.{service}")
 
     async def main() -> None:
@@ -80,7 +88,7 @@ def synthesis(address: str | None = typer.Option(None, "--address", help=ADDRESS
 @app.command("reward")
 def reward(address: str | None = typer.Option(None, "--address", help=ADDRESS_HELP),
            metrics_port: int | None = typer.Option(None, "--metrics-port", help=METRICS_HELP)) -> None:
-    """RewardService (contract now; scoring comes with issue 8)."""
+    """RewardService: scores trajectories (format, judged answer, step labels), alone or in batches."""
     _serve("reward", address, metrics_port)
 
 

@@ -100,6 +100,10 @@ class RunConfig(_Strict):
     model: str = BUNDLED_MODEL
     device: str = "cpu"
     dtype: str = "float32"
+    # Autocast for the trainer's forward passes (accelerate's mixed_precision). Always passed to
+    # Accelerator explicitly: left unset, a process whose AcceleratorState another trainer already
+    # set up (TRL's GRPOConfig defaults to bf16) would silently train in that precision.
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     seed: int = 0
     torch_threads: int | None = Field(default=None, ge=1)  # CPU runs on shared cores: 1 avoids thrashing
     output_dir: Path = Path("runs/rapo")

@@ -252,7 +252,9 @@ class RapoTrainer:
         self.source = source
         self.tokenizer = tokenizer
         set_seed(config.seed)
-        self.accelerator = Accelerator(cpu=config.device == "cpu")
+        # mixed_precision always explicit: accelerate then refuses (ValueError) a process whose shared
+        # AcceleratorState was set up with another precision, instead of inheriting it unseen.
+        self.accelerator = Accelerator(cpu=config.device == "cpu", mixed_precision=config.mixed_precision)
         if train_prompts is None:
             train_prompts, _ = load_prompts(config.data, config.seed)
         self.schedule = PromptSchedule(train_prompts, config.rapo.batch_prompts, config.seed)
