@@ -27,7 +27,9 @@ TOKEN = "tok-process-1"
 def _env(tmp_path: Path, redis_url: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update({
-        "FATHOM_DATA_DIR": str(tmp_path / "data"), "FATHOM_CACHE_DIR": str(tmp_path / "cache"),
+        # The machine's cache dir (make setup prepared the bundled model there): a fresh one would
+        # make the reward service convert the model first, 30 s of a test about the process.
+        "FATHOM_DATA_DIR": str(tmp_path / "data"),
         "FATHOM_DATABASE_URL": f"sqlite:///{tmp_path / 'fathom.db'}",
         "FATHOM_PLANE__BROKER_URL": redis_url, "FATHOM_PLANE__REDIS_URL": redis_url,
         "FATHOM_PLANE__AUTH_TOKENS": f"proc:{TOKEN}", "FATHOM_PLANE__GRACE_S": "5",

@@ -170,7 +170,9 @@ def test_one_agent_step_pushes_weights_and_the_next_rollouts_carry_them(tmp_path
 
 def _config(out: Path, max_steps: int) -> RunConfig:
     return RunConfig.model_validate({
-        "output_dir": str(out), "tensorboard": False, "seed": 3, "torch_threads": 1,
+        # A checkpoint only where a run ends (4 s each: model, optimizer, serving copy): the resumed
+        # run starts from the 2-step run's last one.
+        "output_dir": str(out), "tensorboard": False, "seed": 3, "torch_threads": 2, "checkpoint_every": 100,
         "data": {"sources": ["closed:hotpotqa_train.json"], "limit": 3},
         # replay_threshold -1: every rollout is recorded, so the buffer has state to compare
         "rapo": {"group_size": 2, "batch_prompts": 2, "minibatch_size": 2, "max_steps": max_steps,
