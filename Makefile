@@ -43,7 +43,7 @@ demo: setup
 	$(BIN)/fathom research "$(DEMO_QUESTION)" --mode report
 
 test: setup
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=30
 
 lint: $(STAMP)
 	$(BIN)/ruff check services tests
