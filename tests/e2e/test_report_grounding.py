@@ -1,17 +1,17 @@
-"""The demo question through the real local runtime in report mode (bundled model, shipped sample
-corpus on the local web, real fetchers, SQLite), then every sentence of the report body checked
-against the stored snapshots of the pages it cites."""
+"""The demo question through the real CLI in report mode (``demo_job``, conftest.py: bundled model,
+shipped sample corpus on the local web, real fetchers, SQLite), then every sentence of the report
+body checked against the stored snapshots of the pages it cites."""
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from fathom.agent.trajectory import Trajectory
-from fathom.core.config import AgentSettings, ExtractSettings, FetchSettings, Settings
-from fathom.research.runtime import LocalRuntime
+from fathom.core.config import FetchSettings, Settings
+from fathom.store.db import Database
+from fathom.store.repository import JobStore
 from fathom.synthesis.citations import url_key
 from fathom.synthesis.grounding import grounding, is_placeholder
 from fathom.synthesis.report import Report
@@ -19,12 +19,11 @@ from fathom.tools.fetch.base import FetchedPage
 from fathom.tools.fetch.content import read_page
 from fathom.tools.fetch.snapshots import SnapshotStore
 
+from tests.e2e.conftest import DemoJob
 from tests.synthesis.claims import LIST_MARK_RE, cited_claims
 
-# The module fixture runs a whole job on the CPU: give it room beyond the default per-test limit.
+# The session fixture (conftest.py) runs a whole job on the CPU: room beyond the per-test limit.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
-
-DEMO_QUESTION = "Which country is the Eiffel Tower in, and who designed it?"  # Makefile DEMO_QUESTION
 
 # Text seen in reports before the mend: placeholders and canned stand-ins for findings.
 _CANNED = ("None found", "(none given)", "is among the sources found", "Read the cited sources in full",
@@ -40,23 +39,16 @@ class Run:
 
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
-    data_dir = tmp_path_factory.mktemp("grounding-data")
-    # Extraction cache off: what is checked is this code's extraction, not a stored older one.
-    # Four guided turns (search, read, read, answer: two pages to cite) keep the CPU run short; the
-    # protocol, the fetchers, the extractor and the synthesizer are the demo's.
-    settings = Settings(data_dir=data_dir, extract=ExtractSettings(cache=False),
-                        agent=AgentSettings(guided_max_turns=4))
-
-    async def run() -> Run:
-        async with LocalRuntime(settings) as rt:
-            job_id = await rt.service.submit(DEMO_QUESTION, "report")
-            result = await rt.service.run(job_id)
-            assert result.report is not None and result.report_paths is not None, result.trajectory.meta
-            markdown = result.report_paths[0].read_text(encoding="utf-8")
-            return Run(rt.settings, result.report, markdown, result.trajectory)
-
-    return asyncio.run(run())
+def demo_run(demo_job: DemoJob) -> Run:
+    """The demo job's report (as stored), its report file, its trajectory, read back from its store."""
+    settings = Settings(data_dir=demo_job.data_dir)
+    summary = demo_job.summary
+    store = JobStore(Database(settings.resolved_database_url))
+    stored = store.get_report(summary["job_id"])
+    traj = store.load_trajectory(summary["job_id"])
+    assert stored is not None and traj is not None, summary
+    markdown = Path(summary["report_markdown"]).read_text(encoding="utf-8")
+    return Run(settings, Report.from_dict(stored.data), markdown, traj)
 
 
 def snapshot_text(store: SnapshotStore, url: str, fetch: FetchSettings) -> tuple[str, str]:

@@ -1,5 +1,5 @@
 """End to end through the CLI: the real bundled model, the shipped sample corpus on the local web,
-the real fetchers, the SQLite store. One research job in report mode."""
+the real fetchers, the SQLite store. One research job in report mode (``demo_job``, conftest.py)."""
 
 from __future__ import annotations
 
@@ -15,36 +15,20 @@ from fathom.store.db import Database
 from fathom.store.repository import JobStore
 from fathom.synthesis.protocol import citable_urls
 
-# The module fixture runs a whole job on the CPU: give it room beyond the default per-test limit.
+from tests.e2e.conftest import DemoJob
+
+# The session fixture (conftest.py) runs a whole job on the CPU: room beyond the per-test limit.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
-QUESTION = "Which country is the Eiffel Tower in, and who designed it?"
+
+@pytest.fixture
+def research_job(demo_job: DemoJob) -> tuple[subprocess.CompletedProcess[str], Path]:
+    return demo_job.proc, demo_job.data_dir
 
 
-@pytest.fixture(scope="module")
-def research_job(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
-    # A data dir with a long name and a narrow COLUMNS: what is printed must not depend on either.
-    data_dir = tmp_path_factory.mktemp("e2e-data") / "a-data-folder-with-a-name-longer-than-forty-columns"
-    env = dict(os.environ)
-    env.update(
-        FATHOM_DATA_DIR=str(data_dir),
-        COLUMNS="40",
-        # Short generations keep the CPU run to a few minutes; the protocol is the same.
-        FATHOM_EXTRACTOR__MAX_NEW_TOKENS="96",
-        FATHOM_AGENT__GUIDED_MAX_TURNS="3",
-    )
-    proc = subprocess.run(
-        [sys.executable, "-m", "fathom.cli.main", "research", QUESTION, "--mode", "report", "--json"],
-        env=env, capture_output=True, text=True, timeout=1500,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc, data_dir
-
-
-@pytest.fixture(scope="module")
-def research_run(research_job: tuple[subprocess.CompletedProcess[str], Path]) -> tuple[dict, Path]:
-    proc, data_dir = research_job
-    return json.loads(proc.stdout), data_dir
+@pytest.fixture
+def research_run(demo_job: DemoJob) -> tuple[dict, Path]:
+    return demo_job.summary, demo_job.data_dir
 
 
 def test_stdout_is_the_json_alone_and_progress_is_on_stderr(
