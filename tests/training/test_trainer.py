@@ -132,6 +132,7 @@ def test_one_agent_step_pushes_weights_and_the_next_rollouts_carry_them(tmp_path
     the group; the direct-rollout test below proves real updates.)"""
     cfg = _agent_config(tmp_path / "run", max_turns=2)
     cfg.rapo.group_size = cfg.rapo.minibatch_size = 2  # the smallest group: this test is about the push
+    cfg.rapo.kl_coef = 0.0  # no reference model to copy and run: the update is what is pushed
     settings = Settings.model_validate(cfg.settings)
 
     async def go() -> None:
