@@ -20,7 +20,6 @@ grpc (about 0.2 s of CPU), never the settings or the Fathom package, except for 
 from __future__ import annotations
 
 import os
-import socket
 import sys
 import urllib.error
 import urllib.request
@@ -94,12 +93,11 @@ def worker_ok(pid: int, argv: list[str]) -> bool:
     metrics = _option(argv, "--metrics-port") or os.environ.get("FATHOM_PLANE__METRICS_PORT")
     if metrics and metrics != "0":
         return http_ok(f"http://127.0.0.1:{metrics}/metrics")
-    from fathom.cli.worker import parse_queues
+    from fathom.cli.worker import node_name, parse_queues
     from fathom.queue.app import get_celery_app
 
     queues = parse_queues(_option(argv, "--queues", "-q") or "")
-    lane = _option(argv, "--lane") or "both"
-    node = f"{'+'.join(queues)}.{lane}@{socket.gethostname()}-{pid}"
+    node = node_name(queues, _option(argv, "--lane") or "both", pid)
     replies = get_celery_app().control.ping(destination=[node], timeout=TIMEOUT_S)
     return any(node in reply for reply in replies)
 

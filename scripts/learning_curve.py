@@ -332,8 +332,7 @@ def write_outputs(run_dir: Path, out: Path) -> dict[str, Any]:
     if not files:
         raise SystemExit(f"no seed*.json in {run_dir}")
     loaded = [json.loads(f.read_text(encoding="utf-8")) for f in files]
-    meta = {k: v for k, v in loaded[0].items() if k not in ("run",)}
-    meta.pop("run", None)
+    meta = {k: v for k, v in loaded[0].items() if k != "run"}
     result = build_result([d["run"] for d in loaded], meta)
     out.mkdir(parents=True, exist_ok=True)
     (out / "learning.json").write_text(json.dumps(result, indent=1), encoding="utf-8")

@@ -53,6 +53,7 @@ from pathlib import Path
 
 import pytest
 from fathom.corpus.store import Corpus
+from fathom.serve.stack import free_port, redis_pings
 
 # The local web's default origin (127.0.0.1:8765) is stable so stored URLs stay valid; tests run a
 # private web on a free port instead, so parallel sessions never share (and stop) each other's.
@@ -66,12 +67,6 @@ REDIS_CLAIM_KEY = "fathom:test:claim"
 
 def _spawn_forced() -> bool:
     return os.environ.get("FATHOM_TEST_SPAWN_SERVERS", "").lower() in ("1", "true", "yes")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _port_open(host: str, port: int, timeout: float = 0.5) -> bool:
@@ -282,19 +277,6 @@ def spawn_postgres() -> Iterator[Callable[[], ThrowawayServer]]:
 # -- Redis -----------------------------------------------------------------------------------
 
 
-def _redis_pings(url: str) -> bool:
-    import redis
-
-    try:
-        client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
-        try:
-            return bool(client.ping())
-        finally:
-            client.close()
-    except redis.RedisError:
-        return False
-
-
 def start_redis() -> ThrowawayServer:
     """redis-server on a free port, no persistence, in a fresh temporary directory."""
     binary = shutil.which("redis-server")
@@ -314,7 +296,7 @@ def start_redis() -> ThrowawayServer:
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             break
-        if _redis_pings(server.url):
+        if redis_pings(server.url, timeout=2.0):
             return server
         time.sleep(0.05)
     text = log.read_text(errors="replace")
@@ -350,7 +332,7 @@ def redis_server() -> Iterator[str]:
         yield env.rstrip("/")
         return
     local = f"redis://127.0.0.1:{REDIS_PORT}"
-    if not _spawn_forced() and _port_open("127.0.0.1", REDIS_PORT) and _redis_pings(local):
+    if not _spawn_forced() and _port_open("127.0.0.1", REDIS_PORT) and redis_pings(local, timeout=2.0):
         yield local
         return
     server = start_redis()

@@ -1,8 +1,22 @@
-"""Whether a FATHOM_* environment key names a real setting: shared by the compose and Kubernetes checks."""
+"""FATHOM_* environment keys against the real settings: shared by the compose and Kubernetes checks."""
 
 from __future__ import annotations
 
+import os
+
+import pytest
 from fathom.core.config import Settings
+
+
+def settings_from(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The Settings a process with exactly these FATHOM_* variables builds (real env parsing)."""
+    with monkeypatch.context() as m:
+        for key in [k for k in os.environ if k.startswith("FATHOM_")]:
+            m.delenv(key)
+        for key, value in env.items():
+            if key.startswith("FATHOM_"):
+                m.setenv(key, value)
+        return Settings()
 
 
 def setting_exists(key: str) -> bool:

@@ -26,9 +26,8 @@ from typing import Any
 
 import pytest
 import yaml
-from fathom.core.config import Settings
 
-from tests.deploy.settings_keys import setting_exists
+from tests.deploy.settings_keys import setting_exists, settings_from
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER_DIR = ROOT / "docker"
@@ -199,10 +198,8 @@ def test_every_fathom_key_is_a_real_setting(monkeypatch: pytest.MonkeyPatch) -> 
         assert setting_exists(key), f"{key} is not a setting of fathom.core.config.Settings"
     # And the values parse: the compose wiring with the example's (uncommented) values.
     env = _env_example(include_commented=False)
-    for key, value in fathom.items():
-        if key in env or "${" in value:
-            monkeypatch.setenv(key, _interpolate(value, env))
-    s = Settings()
+    wired = {k: _interpolate(v, env) for k, v in fathom.items() if k in env or "${" in v}
+    s = settings_from(wired, monkeypatch)
     assert s.plane.gateway_address == f"127.0.0.1:{env['GATEWAY_PORT']}"
     assert s.plane.client_token is not None and s.plane.auth_tokens is not None
     assert s.database_url is not None and s.database_url.startswith("postgresql://fathom:")

@@ -27,7 +27,7 @@ import pytest
 import yaml
 from fathom.core.config import PlaneSettings, Settings
 
-from tests.deploy.settings_keys import setting_exists
+from tests.deploy.settings_keys import setting_exists, settings_from
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
@@ -344,17 +344,6 @@ def container_env(r: Rendered, container: dict[str, Any]) -> ContainerEnv:
         else:
             env.values[item["name"]] = r.get("ConfigMap", ref["name"])["data"][ref["key"]]
     return env
-
-
-def settings_from(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
-    """The Settings a process with exactly these FATHOM_* variables builds (real env parsing)."""
-    with monkeypatch.context() as m:
-        for key in [k for k in os.environ if k.startswith("FATHOM_")]:
-            m.delenv(key)
-        for key, value in env.items():
-            if key.startswith("FATHOM_"):
-                m.setenv(key, value)
-        return Settings()
 
 
 def test_every_fathom_env_key_is_a_real_setting_with_a_valid_value(

@@ -37,15 +37,19 @@ def parse_queues(text: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def node_name(queues: list[str], lane: str, pid: int | None = None) -> str:
+    """The Celery node name ``fathom worker`` runs under (the image health check pings it)."""
+    return f"{'+'.join(queues)}.{lane}@{socket.gethostname()}-{os.getpid() if pid is None else pid}"
+
+
 def worker_argv(queues: list[str], lane: str, concurrency: int | None, loglevel: str) -> list[str]:
     """The Celery worker command line for these choices."""
     from fathom.queue.names import worker_queues
 
     celery_queues = worker_queues(queues, lane)
     threads = concurrency or sum(DEFAULT_CONCURRENCY[q] for q in queues)
-    hostname = f"{'+'.join(queues)}.{lane}@{socket.gethostname()}-{os.getpid()}"
     return ["worker", "--pool=threads", f"--concurrency={threads}", "-Q", ",".join(celery_queues),
-            "-n", hostname, f"--loglevel={loglevel}", "--without-gossip", "--without-mingle"]
+            "-n", node_name(queues, lane), f"--loglevel={loglevel}", "--without-gossip", "--without-mingle"]
 
 
 def register(app: typer.Typer) -> None:

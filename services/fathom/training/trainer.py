@@ -136,6 +136,14 @@ def thread_split(total: int, sampler: int | None = None) -> tuple[int, int]:
     return s, max(1, total - s)
 
 
+def async_thread_split(config: RunConfig) -> tuple[int, int] | None:
+    """``thread_split`` of a run's torch threads when it samples asynchronously on the CPU, else None
+    (one place for the trainer and its DirectRollouts sampler)."""
+    if not config.rapo.async_rollouts or config.device != "cpu":
+        return None
+    return thread_split(config.torch_threads or torch.get_num_threads(), config.rapo.sampler_threads)
+
+
 def _with_threads(threads: int | None, fn: Callable[..., Any], *args: Any) -> Any:
     """``fn(*args)`` with this OS thread's torch (OpenMP) team set to ``threads`` (None: unchanged)."""
     if threads is not None:
@@ -280,11 +288,8 @@ class RapoTrainer:
         self._pushed = self.state.policy_version  # the trainer version whose weights the source holds
         self._tags: dict[str, int] = {}  # the source's policy_version tags -> trainer versions
         self._train_pool: ThreadPoolExecutor | None = None
-        self._threads: tuple[int, int] | None = None  # async on CPU: (sampler, trainer) torch threads
+        self._threads = async_thread_split(config)  # async on CPU: (sampler, trainer) torch threads
         self._threads_before: int | None = None  # the process default, while the split is applied
-        if self._async and config.device == "cpu":
-            self._threads = thread_split(config.torch_threads or torch.get_num_threads(),
-                                         config.rapo.sampler_threads)
         self._note_tag()
 
     # ------------------------------------------------------------------ checkpoints
@@ -689,14 +694,12 @@ class DirectRollouts:
         self.tokenizer = tokenizer
         self.config = config
         self.version = 0
-        self.threads: int | None = None
+        split = async_thread_split(config)
+        self.threads: int | None = split[0] if split is not None else None
         self._pool: ThreadPoolExecutor | None = None
         if config.rapo.async_rollouts:
             self.model = _frozen_copy(model)
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fathom-sample")
-            if config.device == "cpu":
-                self.threads = thread_split(config.torch_threads or torch.get_num_threads(),
-                                            config.rapo.sampler_threads)[0]
 
     @property
     def expected_version(self) -> str:
